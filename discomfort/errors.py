@@ -1,0 +1,105 @@
+"""Every exception Discomfort raises, in one place.
+
+Each one carries what a user needs to act on it. Where the WorkflowContext spec names a
+built-in exception (KeyError, TypeError, FileExistsError, FileNotFoundError, MemoryError),
+ours subclass it, so ``except KeyError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class DiscomfortError(Exception):
+    """Base class of everything Discomfort raises on purpose."""
+
+
+# --- ids, configuration -------------------------------------------------------------------
+
+class InvalidIdError(DiscomfortError, ValueError):
+    """A run_id, unique_id or directory name that is not allowed (never touches a file)."""
+
+
+class ConfigError(DiscomfortError, ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+# --- the store ----------------------------------------------------------------------------
+
+class StoreError(DiscomfortError):
+    """The store's files are not what they must be (wrong owner, mode, or corrupt)."""
+
+
+class UnsafeStoreError(StoreError, PermissionError):
+    """The private root or a file in it is not ours alone: refused rather than trusted."""
+
+
+class StoreLockTimeout(StoreError, TimeoutError):
+    """Another thread or process held a run's lock past the deadline."""
+
+
+class ContextClosedError(StoreError):
+    """An operation on a WorkflowContext after its shutdown()."""
+
+
+class KeyNotFoundError(DiscomfortError, KeyError):
+    """A unique_id that is not stored in the context."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of its argument
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreMemoryError(DiscomfortError, MemoryError):
+    """Neither RAM nor disk could hold a value."""
+
+
+class RefExportError(DiscomfortError, TypeError):
+    """export_data of a pass-by-reference value, which is a recipe, not data."""
+
+
+class ValueChangedError(DiscomfortError):
+    """A port found a different value than the one its prompt was keyed on."""
+
+
+# --- ports --------------------------------------------------------------------------------
+
+class BindingError(DiscomfortError, ValueError):
+    """A port's binding (the hidden input the orchestrator sets) is malformed."""
+
+
+class PortError(DiscomfortError):
+    """A port node cannot produce or store its value (unbound with no default, unknown key)."""
+
+
+# --- the server ---------------------------------------------------------------------------
+
+class ComfyServerError(DiscomfortError):
+    """The ComfyUI server failed; ``log_tail`` holds the end of its log."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        self.log_tail = log_tail
+        if log_tail:
+            message = f"{message}\n--- last lines of the ComfyUI log ---\n{log_tail}"
+        super().__init__(message)
+
+
+class ComfyStartError(ComfyServerError):
+    """The server did not become ready (died, timed out, or the handshake disagreed)."""
+
+
+class ComfyInstallError(DiscomfortError, FileNotFoundError):
+    """No usable ComfyUI installation was found."""
+
+
+# --- workflows and conversion -------------------------------------------------------------
+
+class WorkflowError(DiscomfortError, ValueError):
+    """A workflow that cannot be read or used (malformed JSON, wrong shape, dangling link)."""
+
+
+class UnknownNodeTypesError(WorkflowError):
+    """Node types the server does not know; ``missing`` lists every one of them."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = sorted(set(missing))
+        super().__init__(
+            f"the server has no node type(s) {', '.join(self.missing)}: install the custom "
+            "nodes that provide them, or remove those nodes from the workflow")

@@ -1,0 +1,6 @@
+"""The run-scoped store shared by the user's process and the ComfyUI server process."""
+
+from .context import WorkflowContext
+from .root import default_root
+
+__all__ = ["WorkflowContext", "default_root"]

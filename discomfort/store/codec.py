@@ -1,0 +1,114 @@
+"""How a value becomes bytes in the store, and back.
+
+Layout of a blob: ``MAGIC | u32 header length | header JSON | zero padding to 64 | payload``.
+Tensors and numpy arrays travel as their raw bytes (one copy in, one copy out, no pickle);
+pass-by-reference values (recipes, workflows) as JSON; anything else through cloudpickle.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+MAGIC = b"DSCB\x01"
+ALIGN = 64
+_LEN = struct.Struct("<I")
+_PREAMBLE = len(MAGIC) + _LEN.size
+
+
+@dataclass
+class Encoded:
+    """A value ready to be written: a small header and a payload kept as a view, not a copy."""
+
+    header: bytes
+    payload: memoryview
+    kind: str
+    _keepalive: Any = None  # the array the payload views
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + self.payload.nbytes
+
+    def write_into(self, buf) -> None:
+        n = len(self.header)
+        buf[:n] = self.header
+        buf[n:n + self.payload.nbytes] = self.payload
+
+    def to_bytes(self) -> bytes:
+        return self.header + self.payload.tobytes()
+
+
+def _header(meta: dict, payload_len: int) -> bytes:
+    meta = dict(meta, n=payload_len)
+    body = json.dumps(meta, separators=(",", ":")).encode()
+    raw = MAGIC + _LEN.pack(len(body)) + body
+    return raw + b"\0" * (-len(raw) % ALIGN)
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and type(value) is torch.Tensor
+
+
+def encode(value: Any, as_json: bool = False) -> Encoded:
+    if as_json:
+        body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        return Encoded(_header({"kind": "json"}, len(body)), memoryview(body), "json")
+    if _is_torch_tensor(value):
+        tensor = value.detach().cpu().contiguous()
+        raw = tensor.reshape(-1).view(_torch().uint8).numpy() if tensor.numel() else np.empty(0, np.uint8)
+        meta = {"kind": "torch", "dtype": str(tensor.dtype).removeprefix("torch."),
+                "shape": list(tensor.shape)}
+        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "torch", tensor)
+    if type(value) is np.ndarray and not value.dtype.hasobject and value.dtype.fields is None:
+        array = np.ascontiguousarray(value)
+        raw = array.reshape(-1).view(np.uint8)
+        meta = {"kind": "numpy", "dtype": array.dtype.str, "shape": list(array.shape)}
+        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "numpy", array)
+    body = cloudpickle.dumps(value, protocol=5)
+    return Encoded(_header({"kind": "pickle"}, len(body)), memoryview(body), "pickle")
+
+
+def read_header(buf) -> tuple[dict, int]:
+    """The header dict and the payload's offset in ``buf``."""
+    if bytes(buf[:len(MAGIC)]) != MAGIC:
+        raise ValueError("not a Discomfort value (bad magic)")
+    (length,) = _LEN.unpack_from(buf, len(MAGIC))
+    meta = json.loads(bytes(buf[_PREAMBLE:_PREAMBLE + length]))
+    offset = _PREAMBLE + length
+    return meta, offset + (-offset % ALIGN)
+
+
+def decode(buf) -> Any:
+    """Rebuild a value from a blob; the result never shares memory with ``buf``."""
+    meta, offset = read_header(buf)
+    n = meta["n"]
+    src = np.frombuffer(buf, np.uint8, count=n, offset=offset)
+    kind = meta["kind"]
+    if kind == "torch":
+        torch = _torch()
+        out = torch.empty(meta["shape"], dtype=getattr(torch, meta["dtype"]))
+        if n:
+            np.copyto(out.reshape(-1).view(torch.uint8).numpy(), src)
+        return out
+    if kind == "numpy":
+        out = np.empty(meta["shape"], dtype=np.dtype(meta["dtype"]))
+        np.copyto(out.reshape(-1).view(np.uint8), src)
+        return out
+    if kind == "json":
+        return json.loads(src.tobytes())
+    if kind == "pickle":
+        return cloudpickle.loads(src)
+    raise ValueError(f"unknown value kind {kind!r}")
+
+
+def _torch():
+    import torch
+
+    return torch

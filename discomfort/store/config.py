@@ -1,0 +1,72 @@
+"""Store configuration: ``workflow_context.json`` and the RAM budget it implies.
+
+Units follow the spec's own numbers: GB means GiB (536870912 bytes is reported as 0.5 GB),
+MB means MiB. When both ``MAX_RAM_GB`` and ``MAX_RAM_PERCENT`` are set, the smaller wins; the
+``max_ram_gb`` argument overrides both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..errors import ConfigError
+from .ids import check_dir_name
+
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+DEFAULTS: dict[str, Any] = {"MAX_RAM_PERCENT": 50, "MAX_RAM_GB": None, "CONTEXTS_DIR_NAME": "contexts"}
+# The shipped default, at the top of a checkout (absent from a plain wheel: DEFAULTS apply).
+PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / "workflow_context.json"
+
+
+def load_config(config_path: str | Path | None = None) -> dict[str, Any]:
+    path = Path(config_path) if config_path is not None else PACKAGED_CONFIG
+    config = dict(DEFAULTS)
+    if config_path is None and not path.is_file():
+        return config
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not readable JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    unknown = sorted(set(loaded) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(DEFAULTS)}")
+    if "MAX_RAM_GB" in loaded and "MAX_RAM_PERCENT" not in loaded:
+        loaded["MAX_RAM_PERCENT"] = None  # an absolute limit alone replaces the default share
+    config.update(loaded)
+    _check_number(config, "MAX_RAM_PERCENT", upper=100)
+    _check_number(config, "MAX_RAM_GB")
+    check_dir_name(config["CONTEXTS_DIR_NAME"])
+    return config
+
+
+def _check_number(config: dict, key: str, upper: float | None = None) -> None:
+    value = config[key]
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+            or (upper is not None and value > upper):
+        bound = f" and at most {upper}" if upper is not None else ""
+        raise ConfigError(f"{key} must be a number above 0{bound}, got {value!r}")
+
+
+def ram_capacity_bytes(config: dict[str, Any], max_ram_gb: float | None = None) -> int:
+    if max_ram_gb is not None:
+        _check_number({"max_ram_gb": max_ram_gb}, "max_ram_gb")
+        return int(max_ram_gb * GIB)
+    limits = []
+    if config.get("MAX_RAM_GB") is not None:
+        limits.append(int(config["MAX_RAM_GB"] * GIB))
+    if config.get("MAX_RAM_PERCENT") is not None:
+        limits.append(int(psutil.virtual_memory().total * config["MAX_RAM_PERCENT"] / 100))
+    return min(limits) if limits else 0

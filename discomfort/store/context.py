@@ -1,0 +1,450 @@
+"""WorkflowContext: the run-scoped store shared by the user's process and the ComfyUI server.
+
+A run is a private directory ``<root>/<CONTEXTS_DIR_NAME>/<run_id>/`` holding:
+
+- ``run.json``   who owns the run (pid, start time), its RAM budget and segment tag; written once;
+- ``index.json`` the receipt: every key's storage, size, pass_by, version and location;
+- ``lock``       the run's lock: every read and write of the index happens under it;
+- ``data/``      values kept on disk; ``attach/`` one file per live re-attached handle.
+
+Values live in POSIX shared memory (preferred) or in ``data/``. Nothing is lost on a failure
+path: a save writes into storage the index does not point at yet, then flips the index with an
+atomic rename, so a save that fails or is killed leaves the old value in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import threading
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import cloudpickle
+
+from ..errors import (
+    ContextClosedError, KeyNotFoundError, RefExportError, StoreError, StoreMemoryError,
+)
+from . import codec, procs, shm
+from .config import GIB, MIB, load_config, ram_capacity_bytes
+from .ids import check_dir_name, check_run_id, check_unique_id, key_slug, new_run_id, run_tag
+from .locks import run_lock
+from .reaper import delete_run, reap_orphans
+from .root import check_private_dir, ensure_private_dir, open_root
+
+PASS_BY = ("val", "ref")
+INDEX = "index.json"
+META = "run.json"
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Atomically replace ``path`` (callers hold the run lock, so one temp name is enough)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        json.dump(value, f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+class WorkflowContext:
+    """A run's key/value store. See ``docs/context.md`` for the full reference."""
+
+    def __init__(self, config_path: str | os.PathLike | None = None,
+                 max_ram_gb: float | None = None, run_id: str | None = None,
+                 create: bool = True):
+        self._open(config_path, max_ram_gb, run_id, create, contexts_dir_name=None)
+
+    @classmethod
+    def attach(cls, run_id: str, contexts_dir_name: str = "contexts") -> "WorkflowContext":
+        """Re-attach to a run by its location (what a port node's binding names)."""
+        self = cls.__new__(cls)
+        self._open(None, None, run_id, False, contexts_dir_name=contexts_dir_name)
+        return self
+
+    def _open(self, config_path, max_ram_gb, run_id, create, contexts_dir_name) -> None:
+        # Ids first: a bad one is refused before any file is touched.
+        if run_id is not None:
+            check_run_id(run_id)
+        if contexts_dir_name is not None:
+            check_dir_name(contexts_dir_name)
+        config = load_config(config_path)
+        capacity = ram_capacity_bytes(config, max_ram_gb) if create else 0
+        self._dir_name = contexts_dir_name or config["CONTEXTS_DIR_NAME"]
+        self._run_id = run_id or new_run_id()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._maps: dict[str, mmap.mmap] = {}
+        contexts = ensure_private_dir(open_root() / self._dir_name)
+        reap_orphans(contexts)
+        self._dir = contexts / self._run_id
+        if create:
+            try:
+                os.mkdir(self._dir, 0o700)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"run {self._run_id!r} already exists; re-attach to it with "
+                    f"WorkflowContext(run_id={self._run_id!r}, create=False)") from None
+            pid, started = procs.me()
+            self._meta = {"owner_pid": pid, "owner_start": started, "ram_capacity_bytes": capacity,
+                          "tag": run_tag(self._dir_name, self._run_id), "format": 1}
+            os.mkdir(self._dir / "data", 0o700)
+            os.mkdir(self._dir / "attach", 0o700)
+            _write_json(self._dir / INDEX, {"seq": 0, "keys": {}, "stamps": {}, "pending": []})
+            _write_json(self._dir / META, self._meta)  # last: a run without it is unfinished
+            self._owner = True
+            self._attach_file = None
+        else:
+            if not self._dir.is_dir():
+                raise FileNotFoundError(
+                    f"no run {self._run_id!r} under {contexts}: it was never created, "
+                    "or its owner shut it down")
+            check_private_dir(self._dir)
+            self._meta = json.loads((self._dir / META).read_text())
+            pid, started = procs.me()
+            self._attach_file = self._dir / "attach" / f"{pid}-{started}-{os.urandom(4).hex()}"
+            os.close(os.open(self._attach_file, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._owner = False
+        self._lock = run_lock(self._dir / "lock")
+        self._tag = self._meta["tag"]
+        self._finalizer = weakref.finalize(
+            self, _release, self._maps, self._dir if self._owner else None, self._attach_file, self._tag)
+
+    # --- identity -------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def contexts_dir_name(self) -> str:
+        return self._dir_name
+
+    @property
+    def is_owner(self) -> bool:
+        """True for the handle that created the run (its shutdown deletes the run)."""
+        return self._owner
+
+    @property
+    def path(self) -> Path:
+        return self._dir
+
+    def __repr__(self) -> str:
+        role = "owner" if self._owner else "attached"
+        state = "closed" if self._closed else role
+        return f"<WorkflowContext run_id={self._run_id!r} {state}>"
+
+    # --- data operations ------------------------------------------------------------------
+
+    def save(self, unique_id: str, data: Any, use_ram: bool = True, pass_by: str = "val") -> None:
+        """Store ``data`` under ``unique_id``: RAM if ``use_ram`` and it fits, else disk."""
+        check_unique_id(unique_id)
+        if pass_by not in PASS_BY:
+            raise ValueError(f"pass_by must be 'val' or 'ref', got {pass_by!r}")
+        if pass_by == "ref":
+            if not isinstance(data, dict):
+                raise TypeError(
+                    f"pass_by='ref' stores a workflow or recipe (a dict), not {type(data).__name__}")
+            try:
+                encoded = codec.encode(data, as_json=True)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"pass_by='ref' data must be plain JSON: {exc}") from None
+        else:
+            encoded = codec.encode(data)  # pickling errors surface here, before any change
+        with self._locked() as index:
+            old = index["keys"].get(unique_id)
+            version = index["seq"] + 1
+            entry = self._place_in_ram(index, old, encoded) if use_ram else None
+            if entry is None:
+                entry = self._place_on_disk(unique_id, encoded, version)
+            entry.update(slug=key_slug(unique_id), pass_by=pass_by, kind=encoded.kind,
+                         size=encoded.size, version=version)
+            index["seq"] = version
+            index["keys"][unique_id] = entry
+            self._commit(index, self._storage_of(old, keep=entry))
+
+    def load(self, unique_id: str) -> Any:
+        """The value stored under ``unique_id`` (a copy of its own); a recipe for ref keys."""
+        with self._locked() as index:
+            return self._read_value(self._entry(index, unique_id))
+
+    def delete(self, unique_id: str) -> None:
+        """Remove ``unique_id`` and free its storage."""
+        with self._locked() as index:
+            entry = self._entry(index, unique_id)
+            del index["keys"][unique_id]
+            self._commit(index, self._storage_of(entry))
+
+    def fingerprint(self, unique_id: str) -> str:
+        """A digest of the stored bytes: equal values give equal fingerprints, in any run."""
+        with self._locked() as index:
+            entry = self._entry(index, unique_id)
+            cached = entry.get("digest")
+            if cached and cached[0] == entry["version"]:
+                return cached[1]
+            with self._blob(entry) as blob:
+                digest = "b2:" + hashlib.blake2b(blob, digest_size=16).hexdigest()
+            entry["digest"] = [entry["version"], digest]
+            self._commit(index, [])
+            return digest
+
+    # --- stamps: how an output port proves it ran in a given prompt ------------------------
+
+    def set_stamp(self, unique_id: str, stamp: str) -> None:
+        check_unique_id(unique_id)
+        with self._locked() as index:
+            index["stamps"][unique_id] = str(stamp)
+            self._commit(index, [])
+
+    def get_stamp(self, unique_id: str) -> str | None:
+        with self._locked() as index:
+            return index["stamps"].get(unique_id)
+
+    # --- context management ---------------------------------------------------------------
+
+    def get_storage_info(self, unique_id: str) -> dict[str, Any] | None:
+        with self._locked() as index:
+            entry = index["keys"].get(unique_id)
+            if entry is None:
+                return None
+            info = {"storage_type": entry["storage"], "size": entry["size"],
+                    "pass_by": entry["pass_by"], "version": entry["version"]}
+            if entry["storage"] == "ram":
+                info["shm_name"] = entry["active"]
+            else:
+                info["path"] = str(self._dir / entry["file"])
+            return info
+
+    def list_keys(self) -> list[str]:
+        with self._locked() as index:
+            return list(index["keys"])
+
+    def get_usage(self) -> dict[str, Any]:
+        with self._locked() as index:
+            ram = self._ram_usage(index)
+            disk = sum(e["size"] for e in index["keys"].values() if e["storage"] == "disk")
+            capacity = self._meta["ram_capacity_bytes"]
+            return {
+                "ram_usage_bytes": ram,
+                "ram_capacity_bytes": capacity,
+                "ram_usage_gb": ram / GIB,
+                "ram_capacity_gb": capacity / GIB,
+                "temp_disk_usage_bytes": disk,
+                "temp_disk_usage_mb": disk / MIB,
+                "stored_keys_count": len(index["keys"]),
+            }
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def export_data(self, unique_id: str, destination_path: str | os.PathLike,
+                    overwrite: bool = False) -> None:
+        """Write the value to ``destination_path`` with cloudpickle, then remove it here.
+
+        Every check happens before anything changes: a refused export keeps the value.
+        """
+        dest = Path(destination_path)
+        with self._locked() as index:
+            entry = self._entry(index, unique_id)
+            if entry["pass_by"] == "ref":
+                raise RefExportError(
+                    f"{unique_id!r} is pass-by-reference (a recipe that rebuilds a model inside "
+                    "ComfyUI), not data; export the outputs computed from it instead")
+            if not overwrite and (dest.exists() or dest.is_symlink()):
+                raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+            payload = cloudpickle.dumps(self._read_value(entry))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.tmp")
+            try:
+                tmp.write_bytes(payload)
+                if overwrite:
+                    os.replace(tmp, dest)
+                else:
+                    os.link(tmp, dest)  # fails if dest appeared meanwhile: never clobbers
+            finally:
+                tmp.unlink(missing_ok=True)
+            del index["keys"][unique_id]
+            self._commit(index, self._storage_of(entry))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Release this handle. The owner's shutdown deletes the run; an attached one's never does."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> "WorkflowContext":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    # --- internals ------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict]:
+        if self._closed:
+            raise ContextClosedError(f"run {self._run_id!r}: this context was shut down")
+        try:
+            with self._lock.held():
+                index = json.loads((self._dir / INDEX).read_text())
+                if index["pending"]:
+                    # Segments of a save that failed or was killed before its commit.
+                    stale = [name for name, _ in index["pending"]]
+                    index["pending"] = []
+                    self._commit(index, stale)
+                self._prune_maps(index)
+                yield index
+        except FileNotFoundError as exc:
+            if not self._dir.exists():
+                raise ContextClosedError(
+                    f"run {self._run_id!r} no longer exists: its owner shut it down") from None
+            raise StoreError(f"run {self._run_id!r} is damaged: {exc}") from exc
+
+    def _commit(self, index: dict, release: list[str]) -> None:
+        """Make ``index`` the truth, then free what it no longer points at."""
+        _write_json(self._dir / INDEX, index)
+        for item in release:
+            if item.startswith("/"):
+                self._unmap(item)
+                shm.unlink(item)
+            else:
+                (self._dir / item).unlink(missing_ok=True)
+
+    def _entry(self, index: dict, unique_id: str) -> dict:
+        entry = index["keys"].get(unique_id)
+        if entry is None:
+            known = ", ".join(map(repr, list(index["keys"])[:20])) or "none"
+            raise KeyNotFoundError(f"{unique_id!r} is not in run {self._run_id!r} (stored: {known})")
+        return entry
+
+    def _ram_usage(self, index: dict) -> int:
+        total = sum(sum(e["buffers"].values()) for e in index["keys"].values() if e["storage"] == "ram")
+        return total + sum(size for _, size in index["pending"])
+
+    def _place_in_ram(self, index: dict, old: dict | None, encoded: codec.Encoded) -> dict | None:
+        """Write into a RAM buffer the index does not point at yet; None if RAM cannot hold it.
+
+        A key keeps up to two buffers: the active one and the one before it. Saving a value of
+        about the same size again (the loop case) writes into the idle one: no new memory.
+        """
+        size = encoded.size
+        buffers = dict(old["buffers"]) if old and old["storage"] == "ram" else {}
+        active = old["active"] if buffers else None
+        idle = [name for name in buffers if name != active]
+        target = next((n for n in idle if size <= buffers[n] <= 2 * size), None)
+        if target is None:
+            free_now = sum(buffers[n] for n in idle)
+            usage = self._ram_usage(index) - free_now + size
+            capacity = self._meta["ram_capacity_bytes"]
+            if usage > capacity and active is not None and usage - buffers[active] <= capacity:
+                idle.append(active)  # no room to keep the previous buffer for reuse: free it after
+            elif usage > capacity:
+                return None
+            target = self._new_segment(index, size)
+            if target is None:
+                return None
+            for name in idle:
+                buffers.pop(name)  # released by the caller once the index stops naming them
+            buffers[target] = size
+        encoded.write_into(self._map(target))
+        return {"storage": "ram", "active": target, "buffers": buffers}
+
+    def _new_segment(self, index: dict, size: int) -> str | None:
+        name = shm.new_name(self._tag)
+        # Recorded before it exists, so a writer killed from here on leaves nothing untracked.
+        index["pending"].append([name, size])
+        _write_json(self._dir / INDEX, index)
+        try:
+            self._maps[name] = shm.create(name, size)
+        except (shm.SegmentFull, OSError):
+            index["pending"].pop()
+            return None
+        index["pending"].pop()
+        return name
+
+    def _place_on_disk(self, unique_id: str, encoded: codec.Encoded, version: int) -> dict:
+        rel = f"data/{key_slug(unique_id)}.{version}.bin"
+        path = self._dir / rel
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "wb") as f:
+                f.write(encoded.header)
+                f.write(encoded.payload)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise StoreMemoryError(
+                f"could not store {unique_id!r} ({encoded.size} bytes): RAM was not used or full, "
+                f"and writing {path} failed: {exc}") from exc
+        return {"storage": "disk", "file": rel}
+
+    @staticmethod
+    def _storage_of(entry: dict | None, keep: dict | None = None) -> list[str]:
+        """What ``entry`` holds that ``keep`` (its successor) does not."""
+        if entry is None:
+            return []
+        held = list(entry["buffers"]) if entry["storage"] == "ram" else [entry["file"]]
+        kept = set(keep.get("buffers", ())) | {keep.get("file")} if keep else set()
+        return [item for item in held if item not in kept]
+
+    def _read_value(self, entry: dict) -> Any:
+        with self._blob(entry) as blob:
+            return codec.decode(blob)
+
+    @contextmanager
+    def _blob(self, entry: dict):
+        if entry["storage"] == "ram":
+            mm, owned = self._map(entry["active"]), False
+        else:
+            with open(self._dir / entry["file"], "rb") as f:
+                mm, owned = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), True
+        view = memoryview(mm)
+        part = view[:entry["size"]]
+        try:
+            yield part
+        finally:
+            _quietly_close(part.release, view.release, *([mm.close] if owned else []))
+
+    def _map(self, name: str) -> mmap.mmap:
+        mm = self._maps.get(name)
+        if mm is None:
+            mm = self._maps[name] = shm.attach(name)
+        return mm
+
+    def _unmap(self, name: str) -> None:
+        mm = self._maps.pop(name, None)
+        if mm is not None:
+            _quietly_close(mm.close)
+
+    def _prune_maps(self, index: dict) -> None:
+        """Close mappings of segments another process has freed (they would pin its memory)."""
+        if not self._maps:
+            return
+        live = {name for e in index["keys"].values() if e["storage"] == "ram" for name in e["buffers"]}
+        for name in [n for n in self._maps if n not in live]:
+            self._unmap(name)
+
+
+def _release(maps: dict, owned_dir: Path | None, attach_file: Path | None, tag: str) -> None:
+    """Finalizer of a handle: unmap; the owner deletes the run, an attacher only unregisters."""
+    _quietly_close(*(mm.close for mm in maps.values()))
+    maps.clear()
+    if attach_file is not None:
+        attach_file.unlink(missing_ok=True)
+    if owned_dir is not None:
+        delete_run(owned_dir, tag)
+
+
+def _quietly_close(*closers) -> None:
+    """Close buffers; one still viewed (say, by a traceback's frame) goes when the view does."""
+    for close in closers:
+        try:
+            close()
+        except BufferError:
+            pass
