@@ -1,0 +1,248 @@
+"""A managed, headless ComfyUI process: start it, know when it is ready, stop it.
+
+The server runs in a process group of its own, with every state directory in a private temp
+dir and its database in memory, so it leaves the ComfyUI tree untouched. It loads this
+package's port nodes (and any extra node packages) through ``--extra-model-paths-config``. It
+is ready when ``/system_stats`` answers and ``/discomfort/info`` agrees with us on the store
+root and version; any failure raises with the tail of its log. Only the process group we
+started is ever signalled.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import __version__
+from .errors import ComfyServerError, ComfyStartError
+from .locate import default_python, find_comfyui, node_package_root
+from .store import default_root
+from .store.procs import me
+
+PORT_ATTEMPTS = 3
+POLL_S = 0.1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 10.0):
+    """GET (or POST ``body``) and decode JSON; HTTP errors raise ``urllib.error.HTTPError``."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+class ComfyServer:
+    """One headless ComfyUI process. Use as a context manager, or call start()/stop()."""
+
+    def __init__(self, comfyui_path: str | os.PathLike | None = None, python: str | None = None, *,
+                 listen: str = "127.0.0.1", port: int | None = None, cpu: bool = True,
+                 extra_args: tuple[str, ...] | list[str] = (), start_timeout: float = 120.0,
+                 env: dict[str, str] | None = None, node_packages: list[os.PathLike] = (),
+                 model_paths: dict[str, os.PathLike] | None = None):
+        self.comfyui_path = find_comfyui(comfyui_path)
+        self.python = python or default_python(self.comfyui_path)
+        self.listen = listen
+        self.requested_port = port
+        self.cpu = cpu
+        self.extra_args = list(extra_args)
+        self.start_timeout = start_timeout
+        self.env = dict(env or {})
+        self.node_packages = [Path(p).resolve() for p in node_packages]
+        self.model_paths = {k: Path(v).resolve() for k, v in (model_paths or {}).items()}
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+        self.state_dir: Path | None = None
+
+    # --- public ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.listen in ("0.0.0.0", "") else self.listen
+        return f"http://{host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.state_dir / "comfyui.log" if self.state_dir else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and not _exited(self.process.pid)
+
+    def start(self) -> "ComfyServer":
+        if self.process is not None:
+            raise ComfyServerError("this server was already started")
+        self.state_dir = Path(tempfile.mkdtemp(prefix="discomfort-comfyui-"))
+        config = self._write_paths_config()
+        try:
+            for attempt in range(PORT_ATTEMPTS):
+                self.port = self.requested_port or free_port(self.listen)
+                self._spawn(config)
+                try:
+                    self._wait_ready()
+                    return self
+                except ComfyStartError:
+                    bind_race = "address already in use" in self.log_tail().lower()
+                    self._terminate()
+                    if not bind_race or self.requested_port or attempt == PORT_ATTEMPTS - 1:
+                        raise
+        except BaseException:
+            self.stop(keep_state=True)
+            raise
+        raise AssertionError("unreachable")
+
+    def stop(self, grace: float = 10.0, keep_state: bool = False) -> None:
+        """SIGTERM our process group, SIGKILL it after ``grace`` seconds. Idempotent."""
+        self._terminate(grace)
+        if self.state_dir and not keep_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.state_dir = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> "ComfyServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _write_paths_config(self) -> Path:
+        nodes_dir = self.state_dir / "custom_nodes"
+        nodes_dir.mkdir()
+        package = node_package_root()
+        links = [] if package.parent.resolve() == (self.comfyui_path / "custom_nodes").resolve() else [package]
+        for source in links + self.node_packages:
+            name = "discomfort" if source == package else source.name
+            (nodes_dir / name).symlink_to(source, target_is_directory=True)
+        for sub in ("output", "input", "temp", "user"):
+            (self.state_dir / sub).mkdir()
+        lines = ["discomfort:", f"    base_path: {json.dumps(str(self.state_dir))}",
+                 "    custom_nodes: custom_nodes"]
+        lines += [f"    {folder}: {json.dumps(str(path))}" for folder, path in self.model_paths.items()]
+        config = self.state_dir / "extra_model_paths.yaml"
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    def _command(self, config: Path) -> list[str]:
+        s = self.state_dir
+        cmd = [self.python, str(self.comfyui_path / "main.py"),
+               "--listen", self.listen, "--port", str(self.port),
+               "--output-directory", str(s / "output"), "--input-directory", str(s / "input"),
+               "--temp-directory", str(s / "temp"), "--user-directory", str(s / "user"),
+               "--database-url", "sqlite:///:memory:", "--extra-model-paths-config", str(config),
+               "--disable-auto-launch"]
+        if self.cpu:
+            cmd.append("--cpu")
+        if not _has_frontend_package(self.python):
+            (s / "web").mkdir(exist_ok=True)
+            cmd += ["--front-end-root", str(s / "web")]
+        return cmd + self.extra_args
+
+    def _spawn(self, config: Path) -> None:
+        pid, started = me()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", DISCOMFORT_ROOT=str(default_root()),
+                   DISCOMFORT_OWNER_PID=str(pid), DISCOMFORT_OWNER_START=str(started))
+        env.update(self.env)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self._command(config), cwd=self.comfyui_path, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if not self.alive():
+                raise ComfyStartError(
+                    "ComfyUI exited while starting "
+                    f"(log: {self.log_path})", self.log_tail())
+            try:
+                http_json(self.url + "/system_stats", timeout=2)
+                break
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise ComfyStartError(
+                    f"ComfyUI did not answer on {self.url} within {self.start_timeout:g} s "
+                    f"(log: {self.log_path})", self.log_tail())
+            time.sleep(POLL_S)
+        self._check_handshake()
+
+    def _check_handshake(self) -> None:
+        try:
+            info = http_json(self.url + "/discomfort/info", timeout=5)
+        except urllib.error.HTTPError as exc:
+            raise ComfyStartError(
+                f"ComfyUI runs but the Discomfort nodes did not load (GET /discomfort/info: "
+                f"HTTP {exc.code}); look for IMPORT FAILED in the log", self.log_tail(80)) from None
+        except (OSError, ValueError) as exc:
+            raise ComfyStartError(f"the Discomfort handshake failed: {exc}", self.log_tail()) from None
+        ours = {"version": __version__, "root": str(default_root())}
+        theirs = {key: info.get(key) for key in ours}
+        if theirs != ours:
+            raise ComfyStartError(
+                f"the server's Discomfort disagrees with ours: server {theirs}, here {ours}; "
+                "both must run the same version and share one store root", self.log_tail())
+
+    def _terminate(self, grace: float = 10.0) -> None:
+        """Stop the group. The leader is reaped last: until then its pid, which is the group
+        id, cannot be recycled, so our signals reach no one else."""
+        process = self.process
+        if process is None:
+            return
+        if not _exited(process.pid):
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while not _exited(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self._signal_group(signal.SIGKILL)  # the leader if it lingers, and anything it left
+        process.wait(timeout=grace)
+        self.process = None
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)  # start_new_session: the group id is our child's pid
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            if exc.errno != errno.EPERM:
+                raise
+
+
+def _exited(pid: int) -> bool:
+    """Has our child exited? Checked without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _has_frontend_package(python: str) -> bool:
+    probe = subprocess.run([python, "-c", "import comfyui_frontend_package"],
+                           capture_output=True, timeout=60)
+    return probe.returncode == 0
