@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidIdError
 from .ids import check_dir_name
 
 GIB = 1024 ** 3
@@ -46,7 +46,10 @@ def load_config(config_path: str | Path | None = None) -> dict[str, Any]:
     config.update(loaded)
     _check_number(config, "MAX_RAM_PERCENT", upper=100)
     _check_number(config, "MAX_RAM_GB")
-    check_dir_name(config["CONTEXTS_DIR_NAME"])
+    try:
+        check_dir_name(config["CONTEXTS_DIR_NAME"])
+    except InvalidIdError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     return config
 
 

@@ -1,0 +1,165 @@
+"""Shared fixtures: a private store root for the session, and one real ComfyUI server.
+
+The server is started by the library's own server core, with this package and the test-only
+node pack loaded, and a tiny generated upscale model on its model path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import uuid
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+# Every test process, and every server it starts, shares one private root made for this run.
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="discomfort-test-root-"))
+os.environ["DISCOMFORT_ROOT"] = str(_SESSION_ROOT / "store")
+
+
+def make_tiny_upscaler(path: Path) -> Path:
+    """A random-weight Real-ESRGAN Compact x2 model (3.4 kB), recipe from the facts."""
+    import torch
+    from safetensors.torch import save_file
+
+    feats, convs, scale = 4, 1, 2
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen) * 0.05
+
+    sd = {"body.0.weight": rand(feats, 3, 3, 3), "body.0.bias": torch.zeros(feats),
+          "body.1.weight": torch.full((feats,), 0.25)}
+    for i in range(convs):
+        sd[f"body.{2 + 2 * i}.weight"] = rand(feats, feats, 3, 3)
+        sd[f"body.{2 + 2 * i}.bias"] = torch.zeros(feats)
+        sd[f"body.{3 + 2 * i}.weight"] = torch.full((feats,), 0.25)
+    sd[f"body.{2 + 2 * convs}.weight"] = rand(3 * scale * scale, feats, 3, 3)
+    sd[f"body.{2 + 2 * convs}.bias"] = torch.zeros(3 * scale * scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    root = _SESSION_ROOT / "models"
+    make_tiny_upscaler(root / "upscale_models" / "tiny-compact-x2.safetensors")
+    return root
+
+
+class ServerClient:
+    """A minimal synchronous client for tests: post a prompt, wait for its history entry."""
+
+    def __init__(self, server):
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def get(self, path: str):
+        from discomfort.server import http_json
+
+        return http_json(self.url + path)
+
+    def post(self, path: str, body: dict):
+        from discomfort.server import http_json
+
+        return http_json(self.url + path, body)
+
+    def run(self, prompt: dict, context=None, timeout: float = 60.0) -> dict:
+        """Queue ``prompt`` (bound to ``context`` if given); return its history entry."""
+        from discomfort.binding import bind_prompt
+
+        extra = {}
+        if context is not None:
+            prompt, extra, _ = bind_prompt(prompt, context)
+        prompt_id = uuid.uuid4().hex
+        self.post("/prompt", {"prompt": prompt, "extra_data": extra, "prompt_id": prompt_id})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry["status"].get("completed") is not None and entry["status"]["messages"]:
+                last = entry["status"]["messages"][-1][0]
+                if last in ("execution_success", "execution_error", "execution_interrupted"):
+                    return entry
+            if not self.server.alive():
+                raise RuntimeError("server died:\n" + self.server.log_tail())
+            time.sleep(0.05)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+    @staticmethod
+    def status_of(entry: dict) -> str:
+        return entry["status"]["messages"][-1][0]
+
+    @staticmethod
+    def message(entry: dict, kind: str) -> dict:
+        for name, data in entry["status"]["messages"]:
+            if name == kind:
+                return data
+        raise AssertionError(f"no {kind} in {[m[0] for m in entry['status']['messages']]}")
+
+    def post_error(self, path: str, body: dict) -> tuple[int, dict]:
+        import json
+
+        try:
+            self.post(path, body)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        return 200, {}
+
+
+def start_server(model_dir: Path, **kwargs):
+    from discomfort.server import ComfyServer
+
+    server = ComfyServer(node_packages=[TESTS / "comfy_test_pack"],
+                         model_paths={"upscale_models": model_dir / "upscale_models"}, **kwargs)
+    return server.start()
+
+
+@pytest.fixture(scope="session")
+def comfy(model_dir):
+    server = start_server(model_dir)
+    try:
+        yield ServerClient(server)
+    finally:
+        server.stop()
+
+
+def _run_python(code: str, *, wait: bool = True, timeout: float = 120) -> subprocess.Popen | str:
+    """Run ``code`` in a fresh interpreter sharing this session's store root."""
+    argv = [sys.executable, "-c", textwrap.dedent(code)]
+    if not wait:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def run_python():
+    return _run_python
+
+
+@pytest.fixture
+def start_comfy(model_dir):
+    """Start extra servers (ones a test may kill); all are stopped at the end of the test."""
+    servers = []
+
+    def start(**kwargs):
+        servers.append(start_server(model_dir, **kwargs))
+        return ServerClient(servers[-1])
+
+    yield start
+    for server in servers:
+        server.stop()

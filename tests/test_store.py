@@ -1,0 +1,440 @@
+"""WorkflowContext in one process: every call of the spec, its exceptions, and the store contract."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+import torch
+
+import discomfort
+from discomfort import WorkflowContext
+from discomfort.errors import (
+    ConfigError, ContextClosedError, InvalidIdError, UnsafeStoreError,
+)
+from discomfort.store import context as context_module
+from discomfort.store import shm
+
+GIB = 1024 ** 3
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    """A root of this test's own (not yet created: the store makes it)."""
+    path = tmp_path / "root"
+    monkeypatch.setenv("DISCOMFORT_ROOT", str(path))
+    return path
+
+
+@pytest.fixture
+def ctx(root):
+    with WorkflowContext() as context:
+        yield context
+
+
+def write_config(tmp_path: Path, **values) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def segments(context: WorkflowContext) -> list[str]:
+    return shm.list_tagged(json.loads((context.path / "run.json").read_text())["tag"])
+
+
+def test_the_library_is_the_checkouts_discomfort_package():
+    assert Path(discomfort.__file__).resolve() == Path(__file__).resolve().parents[1] / "discomfort" / "__init__.py"
+
+
+# --- save / load --------------------------------------------------------------------------
+
+VALUES = {
+    "str": "a lighthouse at dusk",
+    "int": 12345,
+    "float": 7.5,
+    "none": None,
+    "dict": {"seed": 1, "cfg": [7.5, 8.0], "nested": {"a": "b"}},
+    "list_of_tensors": [torch.ones(2, 2), torch.zeros(3)],
+    "latent": {"samples": torch.randn(1, 4, 8, 8)},
+}
+
+
+def same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("use_ram", [True, False])
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_values_round_trip(ctx, name, use_ram):
+    ctx.save(name, VALUES[name], use_ram=use_ram)
+    loaded = ctx.load(name)
+    assert same(loaded, VALUES[name])
+    assert ctx.get_storage_info(name)["storage_type"] == ("ram" if use_ram else "disk")
+
+
+@pytest.mark.parametrize("use_ram", [True, False])
+@pytest.mark.parametrize("tensor", [
+    torch.rand(1, 16, 16, 3), torch.arange(12, dtype=torch.int64).reshape(3, 4),
+    torch.randn(5, dtype=torch.bfloat16), torch.tensor(3.5), torch.empty(0, 4),
+    torch.rand(4, 6)[:, ::2],  # not contiguous
+], ids=["image", "int64", "bfloat16", "scalar", "empty", "strided"])
+def test_tensors_round_trip_raw_and_are_copies(ctx, tensor, use_ram):
+    ctx.save("t", tensor, use_ram=use_ram)
+    first, second = ctx.load("t"), ctx.load("t")
+    assert first.dtype == tensor.dtype and first.shape == tensor.shape
+    assert torch.equal(first, tensor)
+    if first.numel():
+        first.mul_(0)  # a loaded value is its own copy: mutating it changes nothing stored
+        assert torch.equal(second, tensor) and torch.equal(ctx.load("t"), tensor)
+
+
+def test_numpy_arrays_round_trip(ctx):
+    for array in (np.arange(10, dtype=np.uint16), np.random.rand(3, 4).astype(np.float32).T,
+                  np.array(["a", "bc"]), np.array([{"x": 1}], dtype=object)):
+        ctx.save("a", array)
+        loaded = ctx.load("a")
+        assert loaded.dtype == array.dtype and np.array_equal(loaded, array)
+
+
+def test_load_of_a_missing_key_is_a_key_error(ctx):
+    ctx.save("present", 1)
+    with pytest.raises(KeyError, match="'absent' is not in run"):
+        ctx.load("absent")
+
+
+def test_unique_ids_are_any_printable_text(ctx):
+    for uid in ("a/../../b", "名前 with spaces", "x" * 128, "C:\\path"):
+        ctx.save(uid, uid)
+        assert ctx.load(uid) == uid
+    for bad in ("", "x" * 129, "tab\there", "nul\0", 5):
+        with pytest.raises(InvalidIdError):
+            ctx.save(bad, 1)
+
+
+def test_pass_by_must_be_val_or_ref(ctx):
+    with pytest.raises(ValueError, match="pass_by"):
+        ctx.save("k", 1, pass_by="pointer")
+
+
+def test_ref_values_are_json_recipes(ctx):
+    recipe = {"prompt": {"1": {"class_type": "UpscaleModelLoader", "inputs": {}}}, "output": ["1", 0]}
+    ctx.save("model", recipe, pass_by="ref")
+    assert ctx.load("model") == recipe
+    assert ctx.get_storage_info("model")["pass_by"] == "ref"
+    with pytest.raises(TypeError):
+        ctx.save("model", "not a dict", pass_by="ref")
+    with pytest.raises(TypeError):
+        ctx.save("model", {"tensor": torch.ones(1)}, pass_by="ref")
+    assert ctx.load("model") == recipe  # a refused save changes nothing
+
+
+def test_a_value_that_cannot_be_pickled_changes_nothing(ctx):
+    ctx.save("k", "old")
+    import threading
+
+    with pytest.raises(Exception):
+        ctx.save("k", threading.Lock())
+    assert ctx.load("k") == "old"
+
+
+def test_delete(ctx):
+    ctx.save("k", torch.ones(3))
+    ctx.delete("k")
+    assert ctx.list_keys() == [] and segments(ctx) == []
+    with pytest.raises(KeyError):
+        ctx.delete("k")
+
+
+# --- storage info, keys, usage ------------------------------------------------------------
+
+def test_get_storage_info_shapes(ctx):
+    ctx.save("ram", torch.ones(10))
+    ctx.save("disk", torch.ones(10), use_ram=False)
+    ram, disk = ctx.get_storage_info("ram"), ctx.get_storage_info("disk")
+    assert ram["storage_type"] == "ram" and ram["shm_name"].startswith("/dsc_") and "path" not in ram
+    assert len(ram["shm_name"]) <= 31  # macOS's limit
+    assert disk["storage_type"] == "disk" and Path(disk["path"]).is_file() and "shm_name" not in disk
+    assert ram["size"] == disk["size"] > 40 and ram["pass_by"] == "val"
+    assert stat.S_IMODE(os.stat(disk["path"]).st_mode) == 0o600
+    assert ctx.get_storage_info("nothing") is None
+
+
+def test_list_keys_in_save_order(ctx):
+    for key in ("b", "a", "c"):
+        ctx.save(key, key)
+    ctx.save("b", "again")
+    assert ctx.list_keys() == ["b", "a", "c"]
+
+
+def test_get_usage_reports_every_key(ctx):
+    ctx.save("ram", torch.ones(1024))
+    ctx.save("disk", torch.ones(2048), use_ram=False)
+    usage = ctx.get_usage()
+    assert set(usage) == {"ram_usage_bytes", "ram_capacity_bytes", "ram_usage_gb", "ram_capacity_gb",
+                          "temp_disk_usage_bytes", "temp_disk_usage_mb", "stored_keys_count"}
+    assert usage["ram_usage_bytes"] == ctx.get_storage_info("ram")["size"]
+    assert usage["temp_disk_usage_bytes"] == ctx.get_storage_info("disk")["size"]
+    assert usage["ram_usage_gb"] == usage["ram_usage_bytes"] / GIB
+    assert usage["temp_disk_usage_mb"] == usage["temp_disk_usage_bytes"] / 1024 ** 2
+    assert usage["stored_keys_count"] == 2
+
+
+# --- RAM budget and the loop case ---------------------------------------------------------
+
+def test_ram_budget_falls_back_to_disk(root):
+    with WorkflowContext(max_ram_gb=1 / 1024) as ctx:  # 1 MiB
+        ctx.save("small", torch.ones(1000))
+        ctx.save("big", torch.ones(1024 * 1024))  # 4 MiB
+        assert ctx.get_storage_info("small")["storage_type"] == "ram"
+        assert ctx.get_storage_info("big")["storage_type"] == "disk"
+        assert torch.equal(ctx.load("big"), torch.ones(1024 * 1024))
+        assert ctx.get_usage()["ram_capacity_bytes"] == 1024 ** 2
+
+
+def test_a_full_shared_memory_filesystem_falls_back_to_disk(ctx, monkeypatch):
+    def full(name, size):
+        raise shm.SegmentFull(errno.ENOSPC, "no room")
+
+    monkeypatch.setattr(shm, "create", full)
+    ctx.save("k", torch.ones(100))
+    assert ctx.get_storage_info("k")["storage_type"] == "disk"
+    assert json.loads((ctx.path / "index.json").read_text())["pending"] == []
+
+
+def test_memory_error_only_when_neither_ram_nor_disk_can_hold_it(ctx, monkeypatch):
+    ctx.save("k", "old", use_ram=False)
+    real_open = os.open
+
+    def disk_full(path, flags, mode=0o777, **kw):
+        if "/data/" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(context_module.os, "open", disk_full)
+    with pytest.raises(MemoryError, match="'k'"):
+        ctx.save("k", "new", use_ram=False)
+    ctx.save("k2", "fits in RAM")  # RAM still works
+    monkeypatch.undo()
+    assert ctx.load("k") == "old" and ctx.load("k2") == "fits in RAM"
+
+
+def test_the_loop_case_reuses_two_buffers(ctx):
+    names = []
+    for i in range(6):
+        ctx.save("hot", torch.full((64, 64), float(i)))
+        names.append(ctx.get_storage_info("hot")["shm_name"])
+        assert torch.equal(ctx.load("hot"), torch.full((64, 64), float(i)))
+    assert len(set(names)) == 2 and names[2:] == names[:2] * 2
+    assert len(segments(ctx)) == 2
+
+
+def test_a_key_that_changes_size_or_storage_frees_the_old(ctx):
+    ctx.save("k", torch.ones(10))
+    ctx.save("k", torch.ones(10))
+    ctx.save("k", torch.ones(100_000))  # no buffer fits: a new one; the idle one is freed
+    assert len(segments(ctx)) == 2
+    ctx.save("k", torch.ones(10), use_ram=False)
+    assert segments(ctx) == []
+    ctx.save("k", torch.ones(10))
+    assert list((ctx.path / "data").iterdir()) == []
+
+
+def test_versions_increase_on_every_save(ctx):
+    versions = []
+    for value in ("a", "b", "b"):
+        ctx.save("k", value)
+        versions.append(ctx.get_storage_info("k")["version"])
+    assert versions == sorted(set(versions))
+
+
+def test_fingerprint_depends_on_content_only(ctx, root):
+    ctx.save("a", torch.ones(8))
+    ctx.save("b", torch.ones(8), use_ram=False)
+    assert ctx.fingerprint("a") == ctx.fingerprint("b")
+    with WorkflowContext() as other:
+        other.save("a", torch.ones(8))
+        assert other.fingerprint("a") == ctx.fingerprint("a")
+    ctx.save("a", torch.zeros(8))
+    assert ctx.fingerprint("a") != ctx.fingerprint("b")
+
+
+# --- export -------------------------------------------------------------------------------
+
+def test_export_writes_a_cloudpickle_and_removes_the_key(ctx, tmp_path):
+    ctx.save("img", torch.rand(2, 2))
+    expected = ctx.load("img")
+    dest = tmp_path / "new" / "dir" / "img.pkl"
+    ctx.export_data("img", str(dest))
+    assert torch.equal(cloudpickle.loads(dest.read_bytes()), expected)
+    assert "img" not in ctx.list_keys() and segments(ctx) == []
+
+
+def test_a_refused_export_keeps_the_value(ctx, tmp_path):
+    dest = tmp_path / "taken.pkl"
+    dest.write_text("keep me")
+    ctx.save("k", "value")
+    with pytest.raises(FileExistsError):
+        ctx.export_data("k", dest)
+    assert ctx.load("k") == "value" and dest.read_text() == "keep me"
+    ctx.export_data("k", dest, overwrite=True)
+    assert cloudpickle.loads(dest.read_bytes()) == "value" and ctx.list_keys() == []
+
+
+def test_export_of_ref_data_is_a_type_error_and_keeps_it(ctx, tmp_path):
+    ctx.save("model", {"recipe": 1}, pass_by="ref")
+    with pytest.raises(TypeError, match="pass-by-reference"):
+        ctx.export_data("model", tmp_path / "m.pkl")
+    assert ctx.load("model") == {"recipe": 1} and not (tmp_path / "m.pkl").exists()
+
+
+def test_export_of_a_missing_key_is_a_key_error(ctx, tmp_path):
+    with pytest.raises(KeyError):
+        ctx.export_data("nope", tmp_path / "x.pkl")
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+def test_shutdown_cleans_up_and_is_idempotent(root):
+    ctx = WorkflowContext()
+    ctx.save("ram", torch.ones(10))
+    ctx.save("disk", "x", use_ram=False)
+    tagged = segments(ctx)
+    assert tagged
+    ctx.shutdown()
+    ctx.shutdown()
+    assert not ctx.path.exists() and all(name not in shm.list_tagged("") for name in tagged)
+    assert shm.list_tagged(json.dumps(None)) == []
+    with pytest.raises(ContextClosedError):
+        ctx.load("ram")
+
+
+def test_context_manager_shuts_down_on_error(root):
+    with pytest.raises(RuntimeError):
+        with WorkflowContext() as ctx:
+            ctx.save("k", torch.ones(2))
+            raise RuntimeError("boom")
+    assert not ctx.path.exists()
+
+
+def test_create_false_reattaches_and_never_deletes_the_owners_data(root):
+    with WorkflowContext(run_id="shared-run") as owner:
+        owner.save("k", "owner's")
+        attached = WorkflowContext(run_id="shared-run", create=False)
+        assert attached.load("k") == "owner's" and not attached.is_owner
+        attached.save("k2", torch.ones(3))  # belongs to the run, outlives the handle
+        attached.shutdown()
+        attached.shutdown()
+        assert owner.load("k") == "owner's" and torch.equal(owner.load("k2"), torch.ones(3))
+    assert not (root / "contexts" / "shared-run").exists()
+
+
+def test_create_false_for_an_unknown_run_is_file_not_found(root):
+    with pytest.raises(FileNotFoundError, match="no run 'ghost'"):
+        WorkflowContext(run_id="ghost", create=False)
+
+
+def test_create_true_on_an_existing_run_refuses_and_keeps_it(root):
+    with WorkflowContext(run_id="mine") as owner:
+        owner.save("k", 1)
+        with pytest.raises(FileExistsError, match="create=False"):
+            WorkflowContext(run_id="mine")
+        assert owner.load("k") == 1
+
+
+@pytest.mark.parametrize("run_id", ["../x", "/abs/path", "", "r" * 300, "nul\0id", "a/b", "..", ".hidden", 7])
+def test_bad_run_ids_are_refused_before_any_file_is_touched(root, run_id):
+    with pytest.raises(InvalidIdError):
+        WorkflowContext(run_id=run_id)
+    with pytest.raises(InvalidIdError):
+        WorkflowContext(run_id=run_id, create=False)
+    assert not root.exists()
+
+
+# --- configuration ------------------------------------------------------------------------
+
+def test_config_percent_gb_both_and_override(root, tmp_path):
+    import psutil
+
+    total = psutil.virtual_memory().total
+    cases = [({"MAX_RAM_PERCENT": 10}, None, int(total * 0.10)),
+             ({"MAX_RAM_GB": 0.5}, None, GIB // 2),
+             ({"MAX_RAM_GB": 0.5, "MAX_RAM_PERCENT": 1}, None, min(GIB // 2, int(total * 0.01))),
+             ({"MAX_RAM_GB": 0.5, "MAX_RAM_PERCENT": 90}, None, GIB // 2),
+             ({"MAX_RAM_PERCENT": 10}, 2.0, 2 * GIB)]
+    for config, override, expected in cases:
+        with WorkflowContext(config_path=write_config(tmp_path, **config), max_ram_gb=override) as ctx:
+            assert ctx.get_usage()["ram_capacity_bytes"] == expected, config
+
+
+def test_config_contexts_dir_name(root, tmp_path):
+    with WorkflowContext(config_path=write_config(tmp_path, CONTEXTS_DIR_NAME="my_runs")) as ctx:
+        assert ctx.path.parent == root / "my_runs" and ctx.contexts_dir_name == "my_runs"
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"MAX_RAM_PERCENT": 150}, "MAX_RAM_PERCENT"), ({"MAX_RAM_GB": -1}, "MAX_RAM_GB"),
+    ({"MAX_RAM_GB": "8"}, "MAX_RAM_GB"), ({"CONTEXTS_DIR_NAME": "../up"}, "CONTEXTS_DIR_NAME"),
+    ({"MAX_RAM": 1}, "unknown key"),
+])
+def test_bad_configs_are_refused(root, tmp_path, config, match):
+    with pytest.raises(ConfigError, match=match):
+        WorkflowContext(config_path=write_config(tmp_path, **config))
+
+
+def test_missing_or_malformed_config_file(root, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        WorkflowContext(config_path=tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not readable JSON"):
+        WorkflowContext(config_path=bad)
+
+
+def test_shipped_default_config_is_the_code_default():
+    from discomfort.store.config import DEFAULTS, PACKAGED_CONFIG
+
+    shipped = json.loads(PACKAGED_CONFIG.read_text())
+    assert {k: DEFAULTS[k] for k in shipped} == shipped
+
+
+# --- the private root ---------------------------------------------------------------------
+
+def test_root_and_run_are_private(ctx, root):
+    for path in (root, ctx.path.parent, ctx.path):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+
+
+def test_a_root_open_to_others_is_refused(root):
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    with pytest.raises(UnsafeStoreError, match="chmod 700"):
+        WorkflowContext()
+
+
+def test_a_symlinked_root_is_refused(root, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    root.symlink_to(target)
+    with pytest.raises(UnsafeStoreError, match="not a plain directory"):
+        WorkflowContext()
+
+
+def test_a_segment_open_to_others_is_refused(ctx):
+    ctx.save("k", torch.ones(4))
+    name = ctx.get_storage_info("k")["shm_name"]
+    os.chmod(f"/dev/shm{name}", 0o644)
+    ctx._maps.clear()  # forget the mapping we hold, as another process would have none
+    with pytest.raises(UnsafeStoreError, match="not private"):
+        ctx.load("k")
