@@ -53,10 +53,10 @@ class DiscomfortInput:
             "hidden": dict(_HIDDEN),
         }
 
-    def check_lazy_status(self, unique_id, default=None, discomfort_binding=None, **_):
-        if discomfort_binding is None or parse_input_binding(discomfort_binding).fingerprint is None:
-            return ["default"]
-        return []
+    def check_lazy_status(self, unique_id, discomfort_binding=None, **inputs):
+        # A connected default not yet evaluated arrives as None; an unconnected one not at all.
+        unbound = discomfort_binding is None or parse_input_binding(discomfort_binding).fingerprint is None
+        return ["default"] if unbound and "default" in inputs else []
 
     def run(self, unique_id, default=None, discomfort_binding=None, extra_pnginfo=None, **_):
         binding = parse_input_binding(discomfort_binding) if discomfort_binding is not None else None

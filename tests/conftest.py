@@ -86,6 +86,10 @@ class ServerClient:
             prompt, extra, _ = bind_prompt(prompt, context)
         prompt_id = uuid.uuid4().hex
         self.post("/prompt", {"prompt": prompt, "extra_data": extra, "prompt_id": prompt_id})
+        return self.run_posted(prompt_id, timeout)
+
+    def run_posted(self, prompt_id: str, timeout: float = 60.0) -> dict:
+        """Wait for an already posted prompt's history entry."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             entry = self.get(f"/history/{prompt_id}").get(prompt_id)
