@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 from . import __version__
@@ -29,6 +30,7 @@ from .locate import default_python, find_comfyui, node_package_root
 from .store import default_root
 from .store.procs import me
 
+FINAL_MESSAGES = ("execution_success", "execution_error", "execution_interrupted")
 PORT_ATTEMPTS = 3
 POLL_S = 0.1
 
@@ -116,6 +118,31 @@ class ComfyServer:
         if self.state_dir and not keep_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self.state_dir = None
+
+    def run_prompt(self, prompt: dict, extra_data: dict | None = None,
+                   timeout: float | None = 600.0) -> dict:
+        """Queue an API prompt and wait for its history entry (a plain, synchronous helper;
+        the async connector is the full client). Raises if the server refuses the prompt,
+        dies, or the prompt does not finish within ``timeout`` seconds."""
+        prompt_id = uuid.uuid4().hex  # ours, so we never miss a prompt that finishes fast
+        body = {"prompt": prompt, "extra_data": extra_data or {}, "prompt_id": prompt_id}
+        try:
+            reply = http_json(self.url + "/prompt", body)
+        except urllib.error.HTTPError as exc:
+            raise ComfyServerError(f"the server refused the prompt: {exc.read().decode()[:2000]}") from None
+        if reply.get("node_errors"):
+            raise ComfyServerError(f"the server refused part of the prompt: {reply['node_errors']}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            entry = http_json(f"{self.url}/history/{prompt_id}").get(prompt_id)
+            messages = entry["status"]["messages"] if entry else []
+            if messages and messages[-1][0] in FINAL_MESSAGES:
+                return entry
+            if not self.alive():
+                raise ComfyServerError("ComfyUI died while running a prompt", self.log_tail())
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:g} s")
+            time.sleep(POLL_S / 2)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -11,9 +11,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-import urllib.error
-import uuid
 from pathlib import Path
 
 import pytest
@@ -72,11 +69,6 @@ class ServerClient:
 
         return http_json(self.url + path)
 
-    def post(self, path: str, body: dict):
-        from discomfort.server import http_json
-
-        return http_json(self.url + path, body)
-
     def run(self, prompt: dict, context=None, timeout: float = 60.0) -> dict:
         """Queue ``prompt`` (bound to ``context`` if given); return its history entry."""
         from discomfort.binding import bind_prompt
@@ -84,23 +76,7 @@ class ServerClient:
         extra = {}
         if context is not None:
             prompt, extra, _ = bind_prompt(prompt, context)
-        prompt_id = uuid.uuid4().hex
-        self.post("/prompt", {"prompt": prompt, "extra_data": extra, "prompt_id": prompt_id})
-        return self.run_posted(prompt_id, timeout)
-
-    def run_posted(self, prompt_id: str, timeout: float = 60.0) -> dict:
-        """Wait for an already posted prompt's history entry."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
-            if entry and entry["status"].get("completed") is not None and entry["status"]["messages"]:
-                last = entry["status"]["messages"][-1][0]
-                if last in ("execution_success", "execution_error", "execution_interrupted"):
-                    return entry
-            if not self.server.alive():
-                raise RuntimeError("server died:\n" + self.server.log_tail())
-            time.sleep(0.05)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+        return self.server.run_prompt(prompt, extra, timeout=timeout)
 
     @staticmethod
     def status_of(entry: dict) -> str:
@@ -112,15 +88,6 @@ class ServerClient:
             if name == kind:
                 return data
         raise AssertionError(f"no {kind} in {[m[0] for m in entry['status']['messages']]}")
-
-    def post_error(self, path: str, body: dict) -> tuple[int, dict]:
-        import json
-
-        try:
-            self.post(path, body)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
-        return 200, {}
 
 
 def start_server(model_dir: Path, **kwargs):

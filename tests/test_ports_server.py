@@ -141,15 +141,11 @@ def test_bound_errors_name_what_is_wrong(comfy):
         ctx.save("img", torch.rand(1, 4, 4, 3))
         location = {"extra_pnginfo": {RUN_KEY: {"run": ctx.run_id, "dir": ctx.contexts_dir_name}}}
 
-        def run_raw(binding: str, uid: str = "img", extra=location) -> str:
+        def run_raw(binding: str, uid: str, extra: dict) -> dict:
             prompt = invert_prompt(src=uid)
             prompt["1"]["inputs"][BINDING_INPUT] = binding
             prompt["3"]["inputs"][BINDING_INPUT] = output_binding("s")
-            import uuid
-
-            prompt_id = uuid.uuid4().hex
-            comfy.post("/prompt", {"prompt": prompt, "extra_data": extra, "prompt_id": prompt_id})
-            return prompt_id
+            return comfy.server.run_prompt(prompt, extra, timeout=60)
 
         cases = [
             (input_binding("b2:00"), "ghost", location, "has no such key"),
@@ -161,7 +157,7 @@ def test_bound_errors_name_what_is_wrong(comfy):
              {"extra_pnginfo": {RUN_KEY: {"run": "../../etc", "dir": "contexts"}}}, "not allowed"),
         ]
         for binding, uid, extra, expected in cases:
-            entry = comfy.run_posted(run_raw(binding, uid, extra))
+            entry = run_raw(binding, uid, extra)
             assert expected in error_of(comfy, entry), (binding, uid, expected)
 
 
@@ -182,3 +178,25 @@ def test_values_survive_a_sigkilled_server(start_comfy):
         assert torch.allclose(ctx.load("out"), 1 - image)
         assert torch.equal(ctx.load("copied"), image * 0.25)
         assert ctx.get_storage_info("out")["storage_type"] == "ram"
+
+
+def test_the_tiny_upscale_model_runs_behind_a_port(comfy):
+    prompt = {
+        "1": {"class_type": "DiscomfortInput", "inputs": {"unique_id": "img"}},
+        "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "tiny-compact-x2.safetensors"}},
+        "3": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]}},
+        "4": {"class_type": "DiscomfortOutput", "inputs": {"value": ["3", 0], "unique_id": "up"}},
+    }
+    with WorkflowContext() as ctx:
+        ctx.save("img", torch.rand(1, 8, 8, 3))
+        assert comfy.status_of(comfy.run(prompt, ctx)) == "execution_success"
+        assert ctx.load("up").shape == (1, 16, 16, 3)
+
+
+def test_the_test_pack_fails_on_demand(comfy):
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "DiscomfortTestFail", "inputs": {"image": ["1", 0], "fail": True, "message": "on purpose"}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    assert error_of(comfy, comfy.run(prompt)) == "ValueError: on purpose\n"
