@@ -21,7 +21,7 @@ demo: setup
 	$(PY) -m discomfort.demo
 
 test: setup
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/context_bench.py

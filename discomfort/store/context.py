@@ -80,7 +80,8 @@ class WorkflowContext:
         self._close_lock = threading.Lock()
         self._maps: dict[str, mmap.mmap] = {}
         contexts = ensure_private_dir(open_root() / self._dir_name)
-        reap_orphans(contexts)
+        if contexts_dir_name is None:
+            reap_orphans(contexts)  # users' opens clean up; a port node's attach() stays cheap
         self._dir = contexts / self._run_id
         if create:
             try:
@@ -160,7 +161,7 @@ class WorkflowContext:
             version = index["seq"] + 1
             entry = self._place_in_ram(index, old, encoded) if use_ram else None
             if entry is None:
-                entry = self._place_on_disk(unique_id, encoded, version)
+                entry = self._place_on_disk(index, unique_id, encoded, version)
             entry.update(slug=key_slug(unique_id), pass_by=pass_by, kind=encoded.kind,
                          size=encoded.size, version=version)
             index["seq"] = version
@@ -295,8 +296,8 @@ class WorkflowContext:
             with self._lock.held():
                 index = json.loads((self._dir / INDEX).read_text())
                 if index["pending"]:
-                    # Segments of a save that failed or was killed before its commit.
-                    stale = [name for name, _ in index["pending"]]
+                    # Storage of a save that failed or was killed before its commit.
+                    stale = [item for item, _ in index["pending"]]
                     index["pending"] = []
                     self._commit(index, stale)
                 self._prune_maps(index)
@@ -326,7 +327,7 @@ class WorkflowContext:
 
     def _ram_usage(self, index: dict) -> int:
         total = sum(sum(e["buffers"].values()) for e in index["keys"].values() if e["storage"] == "ram")
-        return total + sum(size for _, size in index["pending"])
+        return total + sum(size for item, size in index["pending"] if item.startswith("/"))
 
     def _place_in_ram(self, index: dict, old: dict | None, encoded: codec.Encoded) -> dict | None:
         """Write into a RAM buffer the index does not point at yet; None if RAM cannot hold it.
@@ -356,22 +357,27 @@ class WorkflowContext:
         encoded.write_into(self._map(target))
         return {"storage": "ram", "active": target, "buffers": buffers}
 
+    def _record_pending(self, index: dict, item: str, size: int) -> None:
+        """Note storage about to be created, so a writer killed from here on leaves nothing
+        untracked: the next locked operation frees what a dead writer left pending."""
+        index["pending"].append([item, size])
+        _write_json(self._dir / INDEX, index)
+
     def _new_segment(self, index: dict, size: int) -> str | None:
         name = shm.new_name(self._tag)
-        # Recorded before it exists, so a writer killed from here on leaves nothing untracked.
-        index["pending"].append([name, size])
-        _write_json(self._dir / INDEX, index)
+        self._record_pending(index, name, size)
         try:
             self._maps[name] = shm.create(name, size)
         except (shm.SegmentFull, OSError):
-            index["pending"].pop()
             return None
-        index["pending"].pop()
+        finally:
+            index["pending"].pop()
         return name
 
-    def _place_on_disk(self, unique_id: str, encoded: codec.Encoded, version: int) -> dict:
+    def _place_on_disk(self, index: dict, unique_id: str, encoded: codec.Encoded, version: int) -> dict:
         rel = f"data/{key_slug(unique_id)}.{version}.bin"
         path = self._dir / rel
+        self._record_pending(index, rel, encoded.size)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with open(fd, "wb") as f:
@@ -379,9 +385,11 @@ class WorkflowContext:
                 f.write(encoded.payload)
         except OSError as exc:
             path.unlink(missing_ok=True)
+            index["pending"].pop()
             raise StoreMemoryError(
                 f"could not store {unique_id!r} ({encoded.size} bytes): RAM was not used or full, "
                 f"and writing {path} failed: {exc}") from exc
+        index["pending"].pop()
         return {"storage": "disk", "file": rel}
 
     @staticmethod

@@ -55,7 +55,7 @@ def delete_run(run_dir: Path, tag: str | None, timeout: float = 60.0) -> None:
             index = json.loads((run_dir / "index.json").read_text())
             for entry in index["keys"].values():
                 names.update(entry.get("buffers", ()))
-            names.update(name for name, _ in index["pending"])
+            names.update(item for item, _ in index["pending"] if item.startswith("/"))
         except (OSError, ValueError, KeyError):
             pass
         if tag:
