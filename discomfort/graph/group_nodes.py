@@ -1,0 +1,132 @@
+"""Legacy group nodes (``extra.groupNodes``, node type ``workflow>NAME``): expanded in place.
+
+Before subgraphs, the editor could pack nodes into a "group node" whose definition lives in
+the workflow's ``extra.groupNodes``. At queue time each inner node becomes ``"<id>:<index>"``.
+Here the group node is replaced by its inner nodes under those ids, with the links rewired,
+so the rest of the conversion sees an ordinary graph.
+
+Covered: inner nodes and links, the instance's widget values (in inner-node order), its
+socket inputs and its outputs. Not covered: widgets converted to inputs on the instance and
+bypassing a whole group node.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from ..errors import WorkflowError
+
+PREFIXES = ("workflow>", "workflow/")
+
+
+def group_name(node_type: Any, groups: dict) -> str | None:
+    """The ``extra.groupNodes`` key a node type refers to, if it is a group node."""
+    if isinstance(node_type, str):
+        for prefix in PREFIXES:
+            if node_type.startswith(prefix) and node_type[len(prefix):] in groups:
+                return node_type[len(prefix):]
+    return None
+
+
+def expand_group_nodes(workflow: dict, saved_widget_count: Callable[[str], int]) -> dict:
+    """A copy of ``workflow`` with every group node replaced by its inner nodes.
+
+    ``saved_widget_count(type)`` tells how many ``widgets_values`` slots a node type takes.
+    """
+    groups = (workflow.get("extra") or {}).get("groupNodes") or {}
+    if not groups or not any(group_name(n.get("type"), groups) for n in workflow["nodes"]
+                             if isinstance(n, dict)):
+        return workflow
+    workflow = copy.deepcopy(workflow)
+    links = {link[0]: link for link in workflow["links"] if isinstance(link, list)}
+    nodes = []
+    for node in workflow["nodes"]:
+        name = group_name(node.get("type"), groups) if isinstance(node, dict) else None
+        if name is None:
+            nodes.append(node)
+        else:
+            nodes += _expand(node, groups[name], links, saved_widget_count)
+    workflow["nodes"] = nodes
+    workflow["links"] = list(links.values())
+    return workflow
+
+
+def _expand(instance: dict, group: dict, links: dict, saved_widget_count) -> list[dict]:
+    gid = str(instance.get("id"))
+    inner = copy.deepcopy(group.get("nodes") or [])
+    for index, node in enumerate(inner):
+        node["id"] = f"{gid}:{node.get('index', index)}"
+        node["mode"] = node.get("mode") or instance.get("mode") or 0
+        node.setdefault("title", node.get("type"))
+        for slot in node.get("inputs") or []:
+            slot["link"] = None
+        for slot in node.get("outputs") or []:
+            slot["links"] = []
+    by_index = {node.get("index", i): node for i, node in enumerate(inner)}
+    internal_in, internal_out = set(), set()
+    for n, raw in enumerate(group.get("links") or []):
+        origin, origin_slot, target, target_slot = raw[0], raw[1], raw[2], raw[3]
+        if origin not in by_index or target not in by_index:
+            raise WorkflowError(f"group node {gid} has a link between missing inner nodes")
+        link_id = f"{gid}:link{n}"
+        links[link_id] = [link_id, by_index[origin]["id"], origin_slot,
+                          by_index[target]["id"], target_slot, raw[-1]]
+        _input(by_index[target], target_slot)["link"] = link_id
+        internal_in.add((target, target_slot))
+        internal_out.add((origin, origin_slot))
+    _spread_widget_values(inner, instance.get("widgets_values"), saved_widget_count)
+    _rewire_inputs(instance, inner, internal_in, links)
+    _rewire_outputs(instance, inner, group, internal_out, links)
+    return inner
+
+
+def _input(node: dict, slot: int) -> dict:
+    inputs = node.setdefault("inputs", [])
+    while len(inputs) <= slot:
+        inputs.append({"name": f"input_{len(inputs)}", "type": "*", "link": None})
+    return inputs[slot]
+
+
+def _spread_widget_values(inner: list[dict], values: Any, saved_widget_count) -> None:
+    """The instance's widgets_values are its inner nodes' values, one node after the other."""
+    if not isinstance(values, list):
+        return
+    offset = 0
+    for node in inner:
+        count = saved_widget_count(node.get("type"))
+        node["widgets_values"] = values[offset:offset + count]
+        offset += count
+
+
+def _rewire_inputs(instance: dict, inner: list[dict], internal: set, links: dict) -> None:
+    """Outer input k feeds the k-th inner socket input that no inner link feeds."""
+    free = [(node, slot) for node in inner
+            for slot, info in enumerate(node.get("inputs") or [])
+            if (node.get("index"), slot) not in internal and not info.get("widget")]
+    for k, outer in enumerate(instance.get("inputs") or []):
+        link = links.get(outer.get("link"))
+        if link is None or k >= len(free):
+            continue
+        node, slot = free[k]
+        node["inputs"][slot]["link"] = link[0]
+        link[3], link[4] = node["id"], slot
+
+
+def _rewire_outputs(instance: dict, inner: list[dict], group: dict, internal: set,
+                    links: dict) -> None:
+    """Outer output k is the k-th inner output that is unlinked inside or marked external."""
+    external = {(e[0], e[1]) for e in group.get("external") or []}
+    exposed = [(node, slot) for node in inner
+               for slot in range(len(node.get("outputs") or []))
+               if (node.get("index"), slot) not in internal
+               or (node.get("index"), slot) in external]
+    for k, outer in enumerate(instance.get("outputs") or []):
+        if k >= len(exposed):
+            break
+        node, slot = exposed[k]
+        for link_id in outer.get("links") or []:
+            link = links.get(link_id)
+            if link is not None:
+                link[1], link[2] = node["id"], slot
+                node["outputs"][slot]["links"].append(link_id)

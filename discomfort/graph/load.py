@@ -1,0 +1,46 @@
+"""Read a workflow file and tell which of ComfyUI's two formats it is in."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ..errors import WorkflowError
+
+
+def load_workflow(source: str | os.PathLike | dict) -> dict:
+    """Return the workflow as a dict: a dict is returned as is, a path is read as JSON.
+
+    A file that is not JSON, or whose top level is not an object, raises ``WorkflowError``
+    naming the file (and, for bad JSON, the line and column the parser stopped at).
+    """
+    if isinstance(source, dict):
+        return source
+    path = os.fspath(source)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise WorkflowError(f"{path} is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(f"{path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise WorkflowError(f"cannot read workflow {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{path} holds a JSON {type(data).__name__}, not a workflow object")
+    return data
+
+
+def is_ui_format(workflow: Any) -> bool:
+    """An editor workflow: a ``nodes`` list beside a ``links`` list."""
+    return (isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list)
+            and isinstance(workflow.get("links"), list))
+
+
+def is_api_format(workflow: Any) -> bool:
+    """An API prompt: ``{node_id: {"class_type": ..., "inputs": {...}}}`` (an empty dict too)."""
+    if not isinstance(workflow, dict) or is_ui_format(workflow):
+        return False
+    return all(isinstance(node, dict) and isinstance(node.get("class_type"), str)
+               for node in workflow.values())
