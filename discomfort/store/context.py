@@ -46,8 +46,8 @@ def _write_json(path: Path, value: dict) -> None:
     """Atomically replace ``path`` (callers hold the run lock, so one temp name is enough)."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w") as f:
-        json.dump(value, f, separators=(",", ":"))
+    with open(fd, "wb") as f:
+        f.write(json.dumps(value, separators=(",", ":")).encode())
     os.replace(tmp, path)
 
 
