@@ -9,4 +9,18 @@ from . import errors
 from .store import WorkflowContext
 
 __version__ = "0.1.0"
-__all__ = ["WorkflowContext", "errors", "__version__"]
+__all__ = ["Discomfort", "ComfyConnector", "WorkflowContext", "WorkflowTools", "errors", "__version__"]
+
+# Loaded on first use: the port nodes inside ComfyUI import this package too, and need none
+# of the client side (aiohttp sessions, websockets, progress bars).
+_LAZY = {"Discomfort": ".orchestrator", "ComfyConnector": ".connector", "WorkflowTools": ".tools"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

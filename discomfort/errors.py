@@ -103,3 +103,64 @@ class UnknownNodeTypesError(WorkflowError):
         super().__init__(
             f"the server has no node type(s) {', '.join(self.missing)}: install the custom "
             "nodes that provide them, or remove those nodes from the workflow")
+
+
+# --- running prompts ----------------------------------------------------------------------
+
+class ComfyServerDied(ComfyServerError):
+    """The managed server died while we waited on it (the next call starts a fresh one)."""
+
+
+class PromptValidationError(DiscomfortError, ValueError):
+    """ComfyUI refused the prompt; ``node_errors`` is its per-node report."""
+
+    def __init__(self, error: dict, node_errors: dict):
+        self.error, self.node_errors = error or {}, node_errors or {}
+        lines = [self.error.get("message") or "the prompt failed validation"]
+        for node_id, report in self.node_errors.items():
+            for item in report.get("errors", []):
+                lines.append(f"  node {node_id} ({report.get('class_type')}): "
+                             f"{item.get('message')}: {item.get('details')}")
+        super().__init__("\n".join(lines))
+
+
+class ExecutionError(DiscomfortError, RuntimeError):
+    """A node raised while ComfyUI ran the prompt."""
+
+    def __init__(self, data: dict):
+        self.node_id = data.get("node_id")
+        self.node_type = data.get("node_type")
+        self.exception_type = data.get("exception_type")
+        self.exception_message = (data.get("exception_message") or "").strip()
+        self.traceback = "".join(data.get("traceback") or [])
+        super().__init__(f"node {self.node_id} ({self.node_type}) raised {self.exception_type}: "
+                         f"{self.exception_message}")
+
+
+class ExecutionInterrupted(DiscomfortError):
+    """The prompt was interrupted (or removed from the queue) before it finished."""
+
+
+class RunTimeout(DiscomfortError, TimeoutError):
+    """A run took longer than the timeout the caller gave."""
+
+
+class MissingInputsError(PortError, KeyError):
+    """Input ports whose keys are not stored and that have no default connected."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = sorted(set(missing))
+        super().__init__(
+            f"no value for input port(s) {', '.join(map(repr, self.missing))}: pass them in "
+            "`inputs`, save them in the context, or connect a default in the editor")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class PortTypeError(PortError, TypeError):
+    """A stored value does not fit the type of the port that will read it."""
+
+
+class MissingOutputError(PortError):
+    """An output port did not write its value in this run."""

@@ -35,10 +35,23 @@ PORT_ATTEMPTS = 3
 POLL_S = 0.1
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+# Model folders every managed server gets under its state dir, so files can be copied in.
+MODEL_FOLDERS = ("checkpoints", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+                 "style_models", "embeddings", "controlnet", "upscale_models", "gligen",
+                 "hypernetworks", "photomaker", "model_patches", "audio_encoders")
+
+
+def free_port(host: str = "127.0.0.1", port_range: tuple[int, int] | None = None) -> int:
+    """A port nobody listens on now (the server may still lose a race for it: we retry)."""
+    candidates = range(port_range[0], port_range[1] + 1) if port_range else [0]
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise ComfyStartError(f"no free port in {port_range[0]}-{port_range[1]} on {host}")
 
 
 def http_json(url: str, body: dict | None = None, timeout: float = 10.0):
@@ -54,7 +67,8 @@ class ComfyServer:
     """One headless ComfyUI process. Use as a context manager, or call start()/stop()."""
 
     def __init__(self, comfyui_path: str | os.PathLike | None = None, python: str | None = None, *,
-                 listen: str = "127.0.0.1", port: int | None = None, cpu: bool = True,
+                 listen: str = "127.0.0.1", port: int | None = None,
+                 port_range: tuple[int, int] | None = None, cpu: bool = True,
                  extra_args: tuple[str, ...] | list[str] = (), start_timeout: float = 120.0,
                  env: dict[str, str] | None = None, node_packages: list[os.PathLike] = (),
                  model_paths: dict[str, os.PathLike] | None = None):
@@ -62,6 +76,7 @@ class ComfyServer:
         self.python = python or default_python(self.comfyui_path)
         self.listen = listen
         self.requested_port = port
+        self.port_range = port_range
         self.cpu = cpu
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
@@ -97,7 +112,7 @@ class ComfyServer:
         config = self._write_paths_config()
         try:
             for attempt in range(PORT_ATTEMPTS):
-                self.port = self.requested_port or free_port(self.listen)
+                self.port = self.requested_port or free_port(self.listen, self.port_range)
                 self._spawn(config)
                 try:
                     self._wait_ready()
@@ -169,9 +184,17 @@ class ComfyServer:
             (nodes_dir / name).symlink_to(source, target_is_directory=True)
         for sub in ("output", "input", "temp", "user"):
             (self.state_dir / sub).mkdir()
+        folders = {folder: [self.state_dir / "models" / folder] for folder in MODEL_FOLDERS}
+        for folder, path in self.model_paths.items():
+            folders.setdefault(folder, []).insert(0, path)
         lines = ["discomfort:", f"    base_path: {json.dumps(str(self.state_dir))}",
                  "    custom_nodes: custom_nodes"]
-        lines += [f"    {folder}: {json.dumps(str(path))}" for folder, path in self.model_paths.items()]
+        for folder, paths in folders.items():
+            for path in paths:
+                path.mkdir(parents=True, exist_ok=True)
+            # ComfyUI reads one path per line of a value.
+            lines.append(f"    {folder}: |")
+            lines += [f"        {path}" for path in paths]
         config = self.state_dir / "extra_model_paths.yaml"
         config.write_text("\n".join(lines) + "\n")
         return config

@@ -134,3 +134,26 @@ def start_comfy(model_dir):
     yield start
     for server in servers:
         server.stop()
+
+
+def app_settings(model_dir: Path) -> dict:
+    """Server settings for a Discomfort with the test pack and the tiny model."""
+    return {"custom_nodes": [str(TESTS / "comfy_test_pack")],
+            "model_paths": {"upscale_models": str(model_dir / "upscale_models")}}
+
+
+@pytest.fixture(scope="session")
+async def app(model_dir):
+    """A Discomfort with its own managed server, for the whole session."""
+    from discomfort import Discomfort
+
+    discomfort = await Discomfort.create(**app_settings(model_dir))
+    try:
+        yield discomfort
+    finally:
+        await discomfort.shutdown()
+
+
+@pytest.fixture
+def settings(model_dir) -> dict:
+    return app_settings(model_dir)

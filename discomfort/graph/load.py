@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from ..errors import WorkflowError
+from ..errors import UnknownNodeTypesError, WorkflowError
 
 
 def load_workflow(source: str | os.PathLike | dict) -> dict:
@@ -44,3 +44,10 @@ def is_api_format(workflow: Any) -> bool:
         return False
     return all(isinstance(node, dict) and isinstance(node.get("class_type"), str)
                for node in workflow.values())
+
+
+def check_node_types(prompt: dict, object_info: dict) -> None:
+    """One error listing every node type of an API prompt the server does not have."""
+    missing = {node.get("class_type") for node in prompt.values()} - set(object_info)
+    if missing:
+        raise UnknownNodeTypesError(sorted(map(str, missing)))

@@ -30,6 +30,8 @@ class Encoded:
     payload: memoryview
     kind: str
     _keepalive: Any = None  # the array the payload views
+    shape: list | None = None  # tensors and arrays: what a type check needs, without a load
+    dtype: str | None = None
 
     @property
     def size(self) -> int:
@@ -65,12 +67,14 @@ def encode(value: Any, as_json: bool = False) -> Encoded:
         raw = tensor.reshape(-1).view(_torch().uint8).numpy() if tensor.numel() else np.empty(0, np.uint8)
         meta = {"kind": "torch", "dtype": str(tensor.dtype).removeprefix("torch."),
                 "shape": list(tensor.shape)}
-        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "torch", tensor)
+        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "torch", tensor,
+                       meta["shape"], meta["dtype"])
     if type(value) is np.ndarray and not value.dtype.hasobject and value.dtype.fields is None:
         array = np.ascontiguousarray(value)
         raw = array.reshape(-1).view(np.uint8)
         meta = {"kind": "numpy", "dtype": array.dtype.str, "shape": list(array.shape)}
-        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "numpy", array)
+        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "numpy", array,
+                       meta["shape"], str(array.dtype))
     body = cloudpickle.dumps(value, protocol=5)
     return Encoded(_header({"kind": "pickle"}, len(body)), memoryview(body), "pickle")
 

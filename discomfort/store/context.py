@@ -164,6 +164,8 @@ class WorkflowContext:
                 entry = self._place_on_disk(index, unique_id, encoded, version)
             entry.update(slug=key_slug(unique_id), pass_by=pass_by, kind=encoded.kind,
                          size=encoded.size, version=version)
+            if encoded.shape is not None:
+                entry.update(shape=encoded.shape, dtype=encoded.dtype)
             index["seq"] = version
             index["keys"][unique_id] = entry
             self._commit(index, self._storage_of(old, keep=entry))
@@ -213,7 +215,9 @@ class WorkflowContext:
             if entry is None:
                 return None
             info = {"storage_type": entry["storage"], "size": entry["size"],
-                    "pass_by": entry["pass_by"], "version": entry["version"]}
+                    "pass_by": entry["pass_by"], "version": entry["version"], "kind": entry["kind"]}
+            if "shape" in entry:
+                info.update(shape=entry["shape"], dtype=entry["dtype"])
             if entry["storage"] == "ram":
                 info["shm_name"] = entry["active"]
             else:

@@ -1,0 +1,7 @@
+"""``python -m discomfort``: see ``discomfort/cli.py``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,527 @@
+"""ComfyConnector: one ComfyUI server, managed (started headless by us) or attached (by URL).
+
+HTTP goes through aiohttp; one websocket per connector is read by one task that routes each
+message to the prompt it names. Prompt ids are chosen here and registered before the POST, so
+a prompt that finishes before the POST returns is not missed, and several prompts can be in
+flight. Every wait has a liveness deadline (the server alive, the prompt queued or running),
+separate from an optional overall timeout; nothing is retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import WebSocketException
+
+from .errors import (
+    ComfyServerDied, ComfyServerError, ConfigError, ExecutionError, ExecutionInterrupted,
+    PromptValidationError, RunTimeout,
+)
+from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
+from .server import FINAL_MESSAGES, MODEL_FOLDERS, ComfyServer
+
+log = logging.getLogger("discomfort")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "url": None,                # attach to this running server instead of starting one
+    "comfyui_path": None,       # else $COMFYUI_PATH, the enclosing ComfyUI, the project's install
+    "python": None,             # the interpreter that runs a managed server
+    "extra_args": [],
+    "listen": "127.0.0.1",
+    "port_range": None,         # [low, high]: where a managed server may listen
+    "start_timeout": 180.0,
+    # Keep up to this many node results across prompts, so alternating workflows keep their
+    # models loaded. It counts results, not bytes: each cached model stays in memory.
+    "cache_lru": 32,
+    "cpu": None,                # None: --cpu unless torch sees CUDA or MPS
+    "env": {},
+    "custom_nodes": [],         # more custom-node package folders to load, beside Discomfort's
+    "model_paths": {},          # {"upscale_models": "/path", ...}: model folders to add
+    "allow_remote_ports": False,
+}
+LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
+RECONCILE_EVERY = 5             # ... and every this many polls asks /history and /queue
+HISTORY_DEADLINE_S = 10.0       # the history entry is written just after execution_success
+WS_RECONNECT_DEADLINE_S = 60.0
+
+
+@dataclass
+class Event:
+    """A server message about one prompt: ``type`` as ComfyUI names it, ``data`` its payload."""
+
+    type: str
+    data: dict = field(default_factory=dict)
+
+
+def load_connector_config(config_path: str | os.PathLike | None = None, **overrides) -> dict:
+    config = dict(DEFAULT_CONFIG)
+    if config_path is not None:
+        try:
+            loaded = json.loads(Path(config_path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_path} does not exist") from None
+        except ValueError as exc:
+            raise ConfigError(f"config file {config_path} is not JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_path} must hold a JSON object")
+        config.update(loaded)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ConfigError(f"unknown server setting(s) {', '.join(unknown)}; "
+                          f"allowed: {', '.join(DEFAULT_CONFIG)}")
+    if not _is_loopback(config["listen"]) and not config["allow_remote_ports"]:
+        raise ConfigError(
+            f"listen={config['listen']!r} serves the server beyond this machine, and anyone who "
+            "can post a prompt could read or overwrite your run's values through the ports; "
+            "set allow_remote_ports: true to accept that")
+    port_range = config["port_range"]
+    if port_range is not None and (not isinstance(port_range, list) or len(port_range) != 2):
+        raise ConfigError(f"port_range must be [low, high], got {port_range!r}")
+    return config
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _wants_cpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return True
+    mps = getattr(getattr(torch, "backends", None), "mps", None)
+    return not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
+
+
+class _Waiter:
+    """The events of one prompt, in order, with the final one remembered."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.done = False
+
+
+class ComfyConnector:
+    """Talks to one ComfyUI server. Create with ``await ComfyConnector.create()``."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.client_id = uuid.uuid4().hex
+        self.server: ComfyServer | None = None
+        self.url: str = config["url"].rstrip("/") if config["url"] else ""
+        self._session: aiohttp.ClientSession | None = None
+        self._waiters: dict[str, _Waiter] = {}
+        self._reader: asyncio.Task | None = None
+        self._connected = asyncio.Event()
+        self._object_info: dict | None = None
+        self._ephemeral: list[Path] = []
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    async def create(cls, config_path: str | os.PathLike | None = None, **overrides) -> "ComfyConnector":
+        """A connector to a fresh managed server, or to ``url`` (config or keyword) if given."""
+        self = cls(load_connector_config(config_path, **overrides))
+        try:
+            await self._start()
+        except BaseException:
+            await self.kill_api()
+            raise
+        return self
+
+    @property
+    def managed(self) -> bool:
+        return not self.config["url"]
+
+    async def _start(self) -> None:
+        if self.managed:
+            self.server = self._new_server()
+            await asyncio.to_thread(self.server.start)
+            self.url = self.server.url
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        if not self.managed:
+            await self._get("/system_stats")  # an attached server must answer now
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_messages(), name="discomfort-ws")
+        try:
+            await asyncio.wait_for(self._connected.wait(), 30)
+        except TimeoutError:
+            raise ComfyServerError(f"no websocket from {self.url} within 30 s") from None
+
+    def _new_server(self) -> ComfyServer:
+        c = self.config
+        args = list(c["extra_args"])
+        if c["cache_lru"] and not any(a.startswith("--cache") for a in args):
+            args += ["--cache-lru", str(int(c["cache_lru"]))]
+        return ComfyServer(
+            c["comfyui_path"], c["python"], listen=c["listen"],
+            port_range=tuple(c["port_range"]) if c["port_range"] else None,
+            cpu=_wants_cpu() if c["cpu"] is None else bool(c["cpu"]), extra_args=args,
+            start_timeout=float(c["start_timeout"]), env=c["env"],
+            node_packages=c["custom_nodes"], model_paths=c["model_paths"])
+
+    async def _ensure_running(self) -> None:
+        """The next call after the managed server died starts a fresh one."""
+        if self._closed:
+            raise ComfyServerError("this connector was shut down (kill_api); create a new one")
+        if not self.managed or (self.server and self.server.alive()):
+            return
+        async with self._start_lock:
+            if self.server and self.server.alive():
+                return
+            log.warning("discomfort: the ComfyUI server died; starting a fresh one")
+            if self.server:
+                self.server.stop()
+            self._connected.clear()
+            self._object_info = None
+            await self._start()
+
+    async def kill_api(self, grace: float = 10.0) -> None:
+        """Close the connection and stop a managed server: SIGTERM to its process group,
+        SIGKILL after ``grace`` seconds. Ephemeral uploads are removed. Idempotent."""
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        for waiter in self._waiters.values():
+            waiter.queue.put_nowait(Event("_closed"))
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        for path in self._ephemeral:
+            path.unlink(missing_ok=True)
+        self._ephemeral.clear()
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop, grace)
+            self.server = None
+
+    async def __aenter__(self) -> "ComfyConnector":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.kill_api()
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, body: Any = None, **kwargs) -> Any:
+        if self._session is None:
+            raise ComfyServerError("this connector is not connected")
+        try:
+            async with self._session.request(method, self.url + path, json=body, **kwargs) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise _HTTPError(response.status, raw)
+                ctype = response.headers.get("Content-Type", "")
+                return json.loads(raw) if raw and "json" in ctype else raw
+        except aiohttp.ClientError as exc:
+            raise self._server_error(f"{method} {path} failed: {exc}") from exc
+
+    async def _get(self, path: str) -> Any:
+        return await self._request("GET", path)
+
+    async def _post(self, path: str, body: Any = None) -> Any:
+        return await self._request("POST", path, body if body is not None else {})
+
+    def _server_error(self, message: str) -> ComfyServerError:
+        if self.server is not None and not self.server.alive():
+            return ComfyServerDied("the ComfyUI server died: " + message, self.server.log_tail())
+        return ComfyServerError(message, self.server.log_tail() if self.server else "")
+
+    async def object_info(self, refresh: bool = False) -> dict:
+        if self._object_info is None or refresh:
+            await self._ensure_running()
+            self._object_info = await self._get("/object_info")
+        return self._object_info
+
+    async def system_stats(self) -> dict:
+        return await self._get("/system_stats")
+
+    async def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
+        await self._post("/free", {"unload_models": unload_models, "free_memory": free_memory})
+
+    # --- workflows and prompts ------------------------------------------------------------
+
+    async def get_prompt_from_workflow(self, workflow: str | os.PathLike | dict, **convert) -> dict:
+        """The API prompt of a workflow (a path or dict, editor or API format)."""
+        workflow = load_workflow(workflow)
+        if is_api_format(workflow):
+            check_node_types(workflow, await self.object_info())
+            return workflow
+        return ui_to_api(workflow, await self.object_info(), **convert)
+
+    async def run_workflow(self, payload: str | os.PathLike | dict, use_workflow_json: bool = True,
+                           *, extra_data: dict | None = None, timeout: float | None = None,
+                           on_event: Callable[[Event], None] | None = None) -> dict:
+        """Run one workflow (``use_workflow_json``: a path or dict in either format) or one API
+        prompt dict, and return its history entry."""
+        prompt = await self.get_prompt_from_workflow(payload) if use_workflow_json else payload
+        prompt_id = await self.queue(prompt, extra_data)
+        return await self.wait(prompt_id, timeout=timeout, on_event=on_event)
+
+    async def queue(self, prompt: dict, extra_data: dict | None = None) -> str:
+        """Post an API prompt; return its id. Validation failures raise PromptValidationError."""
+        await self._ensure_running()
+        prompt_id = uuid.uuid4().hex
+        self._waiters[prompt_id] = _Waiter()  # before the POST: events may beat its reply
+        body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,
+                "extra_data": extra_data or {}}
+        try:
+            reply = await self._post("/prompt", body)
+        except _HTTPError as exc:
+            self._waiters.pop(prompt_id, None)
+            detail = exc.json()
+            if exc.status == 400 and isinstance(detail, dict):
+                raise PromptValidationError(detail.get("error", {}), detail.get("node_errors", {})) from None
+            raise self._server_error(f"POST /prompt answered {exc.status}: {exc.body[:500]!r}") from None
+        except BaseException:
+            self._waiters.pop(prompt_id, None)
+            raise
+        if reply.get("node_errors"):
+            # 200 with node_errors: the failing outputs would silently not run.
+            await self._remove_from_queue(prompt_id)
+            self._waiters.pop(prompt_id, None)
+            raise PromptValidationError({"message": "some outputs failed validation"}, reply["node_errors"])
+        return prompt_id
+
+    async def events(self, prompt_id: str, timeout: float | None = None) -> AsyncIterator[Event]:
+        """Every event of a queued prompt, ending with its final one (success, error or
+        interrupted). Raises if the server dies or ``timeout`` seconds pass."""
+        waiter = self._waiters.get(prompt_id)
+        if waiter is None:
+            raise KeyError(f"prompt {prompt_id} was not queued by this connector")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        quiet_polls = 0
+        try:
+            while True:
+                wait_s = LIVENESS_POLL_S if deadline is None else min(LIVENESS_POLL_S, max(deadline - loop.time(), 0))
+                try:
+                    event = await asyncio.wait_for(waiter.queue.get(), wait_s)
+                except TimeoutError:
+                    if deadline is not None and loop.time() >= deadline:
+                        await self.interrupt(prompt_id)
+                        raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s; "
+                                         "it was interrupted") from None
+                    quiet_polls += 1
+                    event = await self._check_liveness(prompt_id, reconcile=quiet_polls % RECONCILE_EVERY == 0)
+                    if event is None:
+                        continue
+                if event.type == "_closed":
+                    raise ComfyServerError("the connector was shut down while waiting")
+                if event.type == "_disconnected":
+                    event = await self._check_liveness(prompt_id, reconcile=False)
+                    if event is None:
+                        continue
+                quiet_polls = 0
+                yield event
+                if event.type in FINAL_MESSAGES:
+                    return
+        finally:
+            self._waiters.pop(prompt_id, None)
+
+    async def wait(self, prompt_id: str, timeout: float | None = None,
+                   on_event: Callable[[Event], None] | None = None) -> dict:
+        """Wait for a queued prompt; return its history entry or raise what went wrong."""
+        async for event in self.events(prompt_id, timeout):
+            if on_event is not None:
+                on_event(event)
+            if event.type == "execution_error":
+                raise ExecutionError(event.data)
+            if event.type == "execution_interrupted":
+                raise ExecutionInterrupted(f"prompt {prompt_id} was interrupted")
+        return await self._history_entry(prompt_id)
+
+    async def _history_entry(self, prompt_id: str) -> dict:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HISTORY_DEADLINE_S
+        while True:
+            entry = (await self._get(f"/history/{prompt_id}")).get(prompt_id)
+            if entry:
+                if self.managed:
+                    await self._post("/history", {"delete": [prompt_id]})
+                return entry
+            if loop.time() > deadline:
+                raise ComfyServerError(f"prompt {prompt_id} succeeded but has no history entry")
+            await asyncio.sleep(0.02)
+
+    async def _check_liveness(self, prompt_id: str, reconcile: bool) -> Event | None:
+        """Raise if the server died; with ``reconcile``, recover events lost while the
+        websocket was down from /history, and notice a prompt that vanished."""
+        if self.server is not None and not self.server.alive():
+            raise ComfyServerDied("the ComfyUI server died while running a prompt", self.server.log_tail())
+        if not reconcile and self._connected.is_set():
+            return None
+        try:
+            entry = (await self._get(f"/history/{prompt_id}")).get(prompt_id)
+            if entry and entry["status"]["messages"]:
+                kind, data = entry["status"]["messages"][-1]
+                if kind in FINAL_MESSAGES:
+                    return Event(kind, data)
+            queue = await self._get("/queue")
+        except ComfyServerError:
+            if self.server is not None and not self.server.alive():
+                raise ComfyServerDied("the ComfyUI server died while running a prompt",
+                                      self.server.log_tail()) from None
+            raise
+        queued = {item[1] for key in ("queue_running", "queue_pending") for item in queue.get(key, [])}
+        if prompt_id not in queued and not entry:
+            raise ComfyServerError(f"prompt {prompt_id} is neither queued nor in the history: "
+                                   "the server lost it (was it restarted or its queue cleared?)")
+        return None
+
+    # --- interrupt, uploads, files --------------------------------------------------------
+
+    async def interrupt(self, prompt_id: str | None = None, deadline_s: float = 10.0) -> None:
+        """Stop one prompt: removed if still queued, interrupted if running. Without an id,
+        interrupt whatever runs now."""
+        if prompt_id is None:
+            await self._post("/interrupt", {})
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        while loop.time() < deadline:
+            queue = await self._get("/queue")
+            running = {item[1] for item in queue.get("queue_running", [])}
+            pending = {item[1] for item in queue.get("queue_pending", [])}
+            if prompt_id in pending:
+                await self._remove_from_queue(prompt_id)
+                waiter = self._waiters.get(prompt_id)
+                if waiter is not None:  # it will never run: no event would come
+                    waiter.queue.put_nowait(Event("execution_interrupted", {"prompt_id": prompt_id}))
+                return
+            if prompt_id not in running:
+                return  # finished (or never existed): nothing to stop
+            # A targeted interrupt can land while the flag is being reset: re-check, retry.
+            await self._post("/interrupt", {"prompt_id": prompt_id})
+            await asyncio.sleep(0.25)
+        raise ComfyServerError(f"prompt {prompt_id} still runs {deadline_s:g} s after interrupt")
+
+    async def _remove_from_queue(self, prompt_id: str) -> None:
+        await self._post("/queue", {"delete": [prompt_id]})
+
+    async def upload_data(self, source_path: str | os.PathLike, folder_type: str = "input",
+                          subfolder: str | None = None, overwrite: bool = False,
+                          is_ephemeral: bool = False) -> dict:
+        """Make a file available to the server. ``input``/``temp``/``output`` go over the HTTP
+        upload API; a model folder name (``upscale_models``, ``checkpoints``...) copies the file
+        into that folder of a managed server. Returns ``{"name", "subfolder", "type"}``."""
+        source = Path(source_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"nothing to upload at {source}")
+        await self._ensure_running()
+        if folder_type in ("input", "temp", "output"):
+            form = aiohttp.FormData()
+            form.add_field("image", source.read_bytes(), filename=source.name)
+            form.add_field("type", folder_type)
+            form.add_field("overwrite", "true" if overwrite else "false")
+            if subfolder:
+                form.add_field("subfolder", subfolder)
+            result = await self._request("POST", "/upload/image", data=form)
+            if is_ephemeral:
+                self._track_ephemeral(Path(folder_type) / result.get("subfolder", "") / result["name"])
+            return result
+        if folder_type not in MODEL_FOLDERS:
+            raise ValueError(f"folder_type {folder_type!r} is neither input/temp/output nor a "
+                             f"model folder ({', '.join(MODEL_FOLDERS)})")
+        if self.server is None:
+            raise ComfyServerError(
+                "models can be copied only into a managed server's folders; for an attached "
+                f"server, put {source.name} into its models/{folder_type} folder yourself")
+        target = self.server.state_dir / "models" / folder_type / (subfolder or "") / source.name
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target.name} is already in {folder_type}; pass overwrite=True")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        if is_ephemeral:
+            self._ephemeral.append(target)
+        return {"name": str(Path(subfolder or "") / source.name), "subfolder": subfolder or "",
+                "type": folder_type}
+
+    def _track_ephemeral(self, relative: Path) -> None:
+        if self.server is None:
+            raise ComfyServerError("ephemeral uploads need a managed server: an attached "
+                                   "server's files cannot be removed over its API")
+        folder = {"input": "input", "temp": "temp", "output": "output"}[relative.parts[0]]
+        self._ephemeral.append(self.server.state_dir / folder / Path(*relative.parts[1:]))
+
+    async def fetch_file(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
+        """The bytes of a file the server wrote (as named in a history entry's outputs)."""
+        params = {"filename": filename, "subfolder": subfolder, "type": folder_type}
+        try:
+            return await self._request("GET", "/view", params=params)
+        except _HTTPError as exc:
+            raise FileNotFoundError(f"the server has no {folder_type} file {subfolder}/{filename} "
+                                    f"(HTTP {exc.status})") from None
+
+    # --- the websocket --------------------------------------------------------------------
+
+    async def _read_messages(self) -> None:
+        """The one reader of the websocket: route each message to its prompt's waiter."""
+        loop = asyncio.get_running_loop()
+        gave_up_at = None
+        delay = 0.1
+        while not self._closed:
+            ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
+            try:
+                async with ws_connect(ws_url, max_size=None, open_timeout=10, ping_interval=20,
+                                      ping_timeout=60) as ws:
+                    self._connected.set()
+                    gave_up_at, delay = None, 0.1
+                    async for message in ws:
+                        if isinstance(message, str):
+                            self._route(json.loads(message))
+            except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
+                log.debug("discomfort: websocket closed: %s", exc)
+            if self._closed:
+                return
+            self._connected.clear()
+            for waiter in list(self._waiters.values()):
+                waiter.queue.put_nowait(Event("_disconnected"))
+            gave_up_at = gave_up_at or loop.time() + WS_RECONNECT_DEADLINE_S
+            if loop.time() > gave_up_at:
+                for waiter in list(self._waiters.values()):
+                    waiter.queue.put_nowait(Event("_closed"))
+                log.error("discomfort: no websocket to %s for %g s; giving up", self.url,
+                          WS_RECONNECT_DEADLINE_S)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _route(self, message: dict) -> None:
+        data = message.get("data") or {}
+        waiter = self._waiters.get(data.get("prompt_id"))
+        if waiter is not None:
+            waiter.queue.put_nowait(Event(message.get("type", ""), data))
+
+
+class _HTTPError(ComfyServerError):
+    def __init__(self, status: int, body: bytes):
+        self.status, self.body = status, body
+        super().__init__(f"HTTP {status}: {body[:300]!r}")
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None

@@ -1,0 +1,148 @@
+"""Image files <-> ComfyUI IMAGE tensors.
+
+ComfyUI passes images as float32 tensors ``[B, H, W, C]`` in 0..1 and masks as ``[B, H, W]``.
+These helpers read one file into that convention (as ComfyUI's LoadImage node does) and write
+a batch back to files (as its SaveImage node does), so a script can feed and collect workflow
+values without a ComfyUI node in between.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["open_image_as_tensor", "save_comfy_image_to_disk"]
+
+# Suffix -> Pillow format name, and the options each is written with. JPEG cannot be lossless,
+# so it gets a high quality; WebP is written lossless so a round trip keeps the pixels.
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_SAVE_OPTIONS = {"PNG": {"compress_level": 4}, "JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def open_image_as_tensor(path: str | os.PathLike, *, with_mask: bool = False):
+    """Read an image file as a ComfyUI IMAGE: a float32 tensor ``[1, H, W, 3]`` in 0..1.
+
+    The EXIF orientation is applied (a phone photo comes out upright, as LoadImage shows it)
+    and any mode becomes RGB; 16-bit greyscale keeps its precision (scaled by 1/65535) rather
+    than going through 8 bits. Only the first frame of an animated file is read.
+
+    With ``with_mask=True`` returns ``(image, mask)``, mask ``[1, H, W]`` float32 following
+    LoadImage: ``1 - alpha`` (1 where transparent), from an alpha band or a ``transparency``
+    entry; all zeros when the image has no alpha (LoadImage gives a 64x64 zero mask there; this
+    one has the image's size, so it can be used with the image directly).
+
+    Raises FileNotFoundError (or another OSError) when the file cannot be opened, and
+    ValueError naming the path when its content is not a readable image.
+    """
+    import torch
+
+    path = Path(path)
+    with open(path, "rb") as fh:  # missing file, directory, permission: the OS's own errors
+        try:
+            with Image.open(fh) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable image file ({exc})") from exc
+
+    if img.mode in _SIXTEEN_BIT:
+        grey = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    image = torch.from_numpy(np.ascontiguousarray(rgb))[None]
+    if not with_mask:
+        return image
+
+    if "A" in img.getbands():
+        alpha = img.getchannel("A")
+    elif "transparency" in img.info and img.mode not in _SIXTEEN_BIT:
+        alpha = img.convert("RGBA").getchannel("A")
+    else:
+        alpha = None
+    if alpha is None:
+        mask = torch.zeros((1, img.height, img.width), dtype=torch.float32)
+    else:
+        mask = 1.0 - torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None]
+    return image, mask
+
+
+def save_comfy_image_to_disk(
+    tensor, path: str | os.PathLike, *, format: str | None = None
+) -> list[Path]:
+    """Write every image of a ComfyUI IMAGE batch to disk; return the paths written.
+
+    ``tensor`` is a float torch tensor or numpy array ``[B, H, W, C]`` (or ``[H, W, C]`` for
+    one image), C = 3 (RGB) or 4 (RGBA), values in 0..1; values outside are clamped, NaN is
+    written as 0. Pixels are rounded to 8 bits, so opening the file gives back each value
+    within 1/255.
+
+    A single image is written to ``path`` itself. A batch of B > 1 is written beside it as
+    ``<stem>_00000<suffix>``, ``<stem>_00001<suffix>``, ... (``path`` itself is not written),
+    so the files of one batch sort in order. Parent directories are created.
+
+    ``format`` ("png", "jpeg"/"jpg", "webp") overrides the suffix; without it the suffix
+    decides, and a path with no suffix is written as PNG. JPEG drops the alpha channel;
+    WebP is written lossless.
+    """
+    path = Path(path)
+    fmt = _pick_format(path, format)
+    batch = _as_uint8_batch(tensor)
+
+    if len(batch) == 1:
+        targets = [path]
+    else:
+        targets = [path.with_name(f"{path.stem}_{i:05d}{path.suffix}") for i in range(len(batch))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for pixels, target in zip(batch, targets):
+        img = Image.fromarray(pixels)  # RGB or RGBA, from the last axis
+        if fmt == "JPEG" and img.mode == "RGBA":
+            img = img.convert("RGB")
+        img.save(target, format=fmt, **_SAVE_OPTIONS[fmt])
+    return targets
+
+
+def _pick_format(path: Path, format: str | None) -> str:
+    """The Pillow format name, from ``format`` if given, else from the path's suffix."""
+    if format is not None:
+        fmt = _FORMATS.get("." + str(format).lower().lstrip("."))
+        if fmt is None:
+            raise ValueError(f"format {format!r} is not supported; use one of png, jpeg, jpg, webp")
+        return fmt
+    if not path.suffix:
+        return "PNG"
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: cannot tell the image format from the suffix {path.suffix!r}; "
+                         "use .png, .jpg, .jpeg or .webp, or pass format=")
+    return fmt
+
+
+def _as_uint8_batch(tensor) -> np.ndarray:
+    """A ``[B, H, W, C]`` uint8 array from a float tensor/array, checked and clamped."""
+    import torch
+
+    if isinstance(tensor, torch.Tensor):
+        if not tensor.is_floating_point():
+            raise TypeError(f"expected a float tensor, values in 0..1; got dtype {tensor.dtype}")
+        array = tensor.detach().to("cpu", torch.float32).numpy()
+    elif isinstance(tensor, np.ndarray):
+        if not np.issubdtype(tensor.dtype, np.floating):
+            raise TypeError(f"expected a float array with values in 0..1, got dtype {tensor.dtype}")
+        array = tensor.astype(np.float32, copy=False)
+    else:
+        raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(tensor).__name__}")
+
+    shape = tuple(array.shape)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[3] not in (3, 4) or 0 in array.shape:
+        hint = " (channels must come last)" if array.ndim == 4 and array.shape[1] in (3, 4) else ""
+        raise ValueError(f"expected an image of shape [B, H, W, C] or [H, W, C] with C = 3 or 4, "
+                         f"got shape {list(shape)}{hint}")
+    array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -1,0 +1,17 @@
+"""WorkflowTools (``discomfort.Tools``): the graph core's public functions and the image
+helpers, gathered where a user looks for them. Everything here is pure or local-file I/O."""
+
+from __future__ import annotations
+
+from .graph import is_api_format, load_workflow, ui_to_api
+from .graph.ports import find_ports
+from .images import open_image_as_tensor, save_comfy_image_to_disk
+
+
+class WorkflowTools:
+    ui_to_api = staticmethod(ui_to_api)
+    load_workflow = staticmethod(load_workflow)
+    is_api_format = staticmethod(is_api_format)
+    find_ports = staticmethod(find_ports)
+    open_image_as_tensor = staticmethod(open_image_as_tensor)
+    save_comfy_image_to_disk = staticmethod(save_comfy_image_to_disk)

@@ -1,0 +1,259 @@
+"""Discomfort.run and the connector against a real ComfyUI server: loops, conditionals, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from discomfort import Discomfort, WorkflowContext
+from discomfort.errors import (
+    ComfyServerDied, ExecutionError, ExecutionInterrupted, MissingInputsError, PortTypeError,
+    PromptValidationError, UnknownNodeTypesError, WorkflowError,
+)
+
+pytestmark = pytest.mark.server
+
+
+def api(*nodes: tuple) -> dict:
+    """An API prompt from (class_type, inputs) pairs, ids "1", "2", ..."""
+    return {str(i): {"class_type": kind, "inputs": inputs} for i, (kind, inputs) in enumerate(nodes, 1)}
+
+
+INVERT = api(("DiscomfortInput", {"unique_id": "img"}),
+             ("ImageInvert", {"image": ["1", 0]}),
+             ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "img"}))
+APPEND = api(("DiscomfortInput", {"unique_id": "text"}),
+             ("StringConcatenate", {"string_a": ["1", 0], "string_b": "a", "delimiter": ""}),
+             ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "text"}))
+LENGTH = api(("DiscomfortInput", {"unique_id": "text"}),
+             ("StringLength", {"string": ["1", 0]}),
+             ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "length"}))
+
+
+def sleeper(steps: int, step_seconds: float = 0.05, color: int = 0) -> dict:
+    return api(("EmptyImage", {"width": 4, "height": 4, "batch_size": 1, "color": color}),
+               ("DiscomfortTestSleep", {"image": ["1", 0], "steps": steps, "step_seconds": step_seconds}),
+               ("PreviewImage", {"images": ["2", 0]}))
+
+
+async def test_a_value_carried_through_a_5_iteration_loop(app):
+    image = torch.rand(1, 8, 8, 3)
+    with WorkflowContext() as ctx:
+        result = await app.run([INVERT, APPEND], inputs={"img": image, "text": ""}, iterations=5,
+                               context=ctx, progress=False)
+        assert result["text"] == "aaaaa" and ctx.load("text") == "aaaaa"
+        assert torch.allclose(result["img"], 1 - image)  # inverted an odd number of times
+        assert len(app.last_run.prompt_ids) == 10
+
+
+async def test_a_python_conditional_chooses_the_next_workflow(app):
+    with WorkflowContext() as ctx:
+        ctx.save("text", "ab")
+        chosen = []
+        for _ in range(4):
+            length = (await app.run([LENGTH], context=ctx, progress=False))["length"]
+            if length < 4:
+                chosen.append("append")
+                await app.run([APPEND], context=ctx, progress=False)
+            else:
+                chosen.append("stop")
+                break
+        assert chosen == ["append", "append", "stop"] and ctx.load("text") == "abaa"
+
+
+async def test_the_result_and_a_temporary_context(app):
+    from discomfort.store import default_root
+
+    runs = default_root() / "contexts"
+    before = set(os.listdir(runs))
+    result = await app.run(INVERT, inputs={"img": torch.zeros(1, 2, 2, 3)}, progress=False)
+    assert torch.equal(result["img"], torch.ones(1, 2, 2, 3))
+    assert set(os.listdir(runs)) <= before  # the temporary run is gone
+
+
+async def test_ui_format_workflows_run_after_conversion(app):
+    from pathlib import Path
+
+    ui = json.loads((Path(__file__).parent / "fixtures" / "run" / "invert_ui.json").read_text())
+    result = await app.run(ui, inputs={"img": torch.zeros(1, 2, 2, 3)}, progress=True)
+    assert torch.equal(result["inverted"], torch.ones(1, 2, 2, 3))
+
+
+async def test_a_validation_error_carries_node_errors(app):
+    bad = api(("EmptyImage", {"width": "abc", "height": 4, "batch_size": 1, "color": 0}),
+              ("PreviewImage", {"images": ["1", 0]}))
+    with pytest.raises(PromptValidationError) as caught:
+        await app.run(bad, progress=False)
+    assert caught.value.node_errors["1"]["errors"][0]["type"] == "invalid_input_type"
+    assert "width" in str(caught.value)
+
+
+async def test_an_execution_error_names_node_type_and_message(app):
+    failing = api(("EmptyImage", {"width": 4, "height": 4, "batch_size": 1, "color": 0}),
+                  ("DiscomfortTestFail", {"image": ["1", 0], "fail": True, "message": "kaboom"}),
+                  ("PreviewImage", {"images": ["2", 0]}))
+    with pytest.raises(ExecutionError) as caught:
+        await app.run(failing, progress=False)
+    error = caught.value
+    assert (error.node_id, error.node_type, error.exception_type) == ("2", "DiscomfortTestFail", "ValueError")
+    assert error.exception_message == "kaboom" and "raise ValueError(message)" in error.traceback
+    # and everything is usable for the next run
+    assert (await app.run(LENGTH, inputs={"text": "abc"}, progress=False))["length"] == 3
+
+
+async def test_interrupt_one_prompt_while_another_waits(app):
+    worker = app.Worker
+    running = await worker.queue(sleeper(400, color=1))
+    waiting = await worker.queue(sleeper(2, color=2))
+    queued = await worker.queue(sleeper(400, color=3))
+    await worker.interrupt(queued)            # still pending: removed from the queue
+    with pytest.raises(ExecutionInterrupted):
+        await worker.wait(queued, timeout=30)
+    events = []
+    started = time.monotonic()
+    await asyncio.sleep(0.5)
+    await worker.interrupt(running)           # running: interrupted
+    with pytest.raises(ExecutionInterrupted):
+        await worker.wait(running, timeout=30, on_event=events.append)
+    entry = await worker.wait(waiting, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    assert time.monotonic() - started < 15
+
+
+async def test_events_report_progress_and_cached_nodes(app):
+    events = []
+    prompt = sleeper(3, 0.01, color=7)
+    await app.Worker.run_workflow(prompt, use_workflow_json=False, on_event=events.append)
+    kinds = [e.type for e in events]
+    assert "execution_start" in kinds and "execution_cached" in kinds and kinds[-1] == "execution_success"
+    progress = [e.data for e in events if e.type == "progress"]
+    assert progress and progress[-1]["value"] == progress[-1]["max"] == 3 and progress[-1]["node"] == "2"
+    assert any(e.type == "executing" and e.data["node"] == "2" for e in events)
+    events.clear()
+    entry = await app.Worker.run_workflow(prompt, use_workflow_json=False, on_event=events.append)
+    cached = next(e for e in events if e.type == "execution_cached").data["nodes"]
+    assert set(cached) == {"1", "2", "3"} and entry["status"]["status_str"] == "success"
+
+
+async def test_history_entries_of_a_managed_server_are_deleted_once_read(app):
+    prompt_id = await app.Worker.queue(sleeper(1, 0.0, color=9))
+    await app.Worker.wait(prompt_id)
+    assert await app.Worker._get(f"/history/{prompt_id}") == {}
+
+
+async def test_an_unknown_node_type_lists_every_missing_type(app):
+    prompt = api(("NoSuchNode", {}), ("AlsoMissing", {}), ("PreviewImage", {"images": ["1", 0]}))
+    with pytest.raises(UnknownNodeTypesError) as caught:
+        await app.run(prompt, progress=False)
+    assert caught.value.missing == ["AlsoMissing", "NoSuchNode"]
+
+
+async def test_a_malformed_json_file_is_a_workflow_error(app, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"1": {"class_type": ')
+    with pytest.raises(WorkflowError, match="broken.json"):
+        await app.run(str(path), progress=False)
+
+
+async def test_a_missing_input_value_fails_before_queueing(app):
+    with pytest.raises(MissingInputsError, match="'img'"):
+        await app.run(INVERT, progress=False)
+
+
+async def test_a_wrongly_typed_input_is_refused_naming_its_port(app):
+    with pytest.raises(PortTypeError, match="'img' feeds IMAGE"):
+        await app.run(INVERT, inputs={"img": torch.rand(8, 8)}, progress=False)
+    with pytest.raises(PortTypeError, match="'text' feeds STRING"):
+        await app.run(LENGTH, inputs={"text": 42}, progress=False)
+
+
+async def test_uploads_inputs_and_models(app, tmp_path, model_dir):
+    from discomfort import WorkflowTools
+
+    picture = tmp_path / "pic.png"
+    WorkflowTools.save_comfy_image_to_disk(torch.full((1, 4, 6, 3), 0.5), picture)
+    uploaded = await app.Worker.upload_data(picture, is_ephemeral=True)
+    model = await app.Worker.upload_data(model_dir / "upscale_models" / "tiny-compact-x2.safetensors",
+                                         folder_type="upscale_models", overwrite=True)
+    prompt = api(("LoadImage", {"image": uploaded["name"]}),
+                 ("UpscaleModelLoader", {"model_name": model["name"]}),
+                 ("ImageUpscaleWithModel", {"upscale_model": ["2", 0], "image": ["1", 0]}),
+                 ("DiscomfortOutput", {"value": ["3", 0], "unique_id": "up"}))
+    result = await app.run(prompt, progress=False)
+    assert result["up"].shape == (1, 8, 12, 3)
+    assert await app.Worker.fetch_file(uploaded["name"], folder_type="input") == picture.read_bytes()
+    with pytest.raises(FileNotFoundError):
+        await app.Worker.fetch_file("nope.png")
+    await app.Worker.free()
+
+
+async def test_the_server_sigkilled_mid_run_raises_fast_and_the_next_run_works(settings):
+    discomfort = await Discomfort.create(**settings)
+    try:
+        first_pid = discomfort.Worker.server.pid
+        run = asyncio.create_task(discomfort.run(sleeper(600), progress=False))
+        await asyncio.sleep(1.0)
+        killed_at = time.monotonic()
+        os.killpg(first_pid, signal.SIGKILL)
+        with pytest.raises(ComfyServerDied):
+            await run
+        assert time.monotonic() - killed_at < 10
+        result = await discomfort.run(LENGTH, inputs={"text": "four"}, progress=False)
+        assert result["length"] == 4 and discomfort.Worker.server.pid != first_pid
+    finally:
+        await discomfort.shutdown()
+
+
+async def test_two_connectors_run_two_servers_at_once(app, settings):
+    other = await Discomfort.create(**settings)
+    try:
+        assert other.Worker.url != app.Worker.url
+        results = await asyncio.gather(
+            app.run(LENGTH, inputs={"text": "abc"}, progress=False),
+            other.run(LENGTH, inputs={"text": "abcdef"}, progress=False))
+        assert [r["length"] for r in results] == [3, 6]
+    finally:
+        await other.shutdown()
+    assert other.Worker.server is None
+
+
+def test_no_server_survives_shutdown_or_a_sigkilled_owner(settings):
+    code = f"""
+import asyncio
+from discomfort import Discomfort
+async def main():
+    d = await Discomfort.create(**{settings!r})
+    print(d.Worker.server.pid, flush=True)
+    if __import__("sys").argv[1] == "shutdown":
+        await d.shutdown()
+        print("down", flush=True)
+    await asyncio.sleep(600)
+asyncio.run(main())
+"""
+    for mode in ("shutdown", "sigkill"):
+        owner = subprocess.Popen([sys.executable, "-c", code, mode], stdout=subprocess.PIPE, text=True)
+        try:
+            server_pid = int(owner.stdout.readline())
+            if mode == "shutdown":
+                assert owner.stdout.readline().strip() == "down"
+            else:
+                owner.send_signal(signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while psutil.pid_exists(server_pid) and time.monotonic() < deadline:
+                if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+                time.sleep(0.2)
+            alive = psutil.pid_exists(server_pid) and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE
+            assert not alive, f"server {server_pid} outlived its owner ({mode})"
+        finally:
+            owner.kill()
+            owner.wait()
