@@ -7,8 +7,10 @@ import pytest
 
 
 @pytest.mark.server
-def test_make_demo_sends_a_value_through_comfyui_and_back():
-    done = subprocess.run([sys.executable, "-m", "discomfort.demo"], capture_output=True, text=True,
-                          timeout=300)
+def test_make_demo_loops_until_python_decides_to_stop(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "discomfort.demo", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "inverted == 1 - image: True" in done.stdout
+    assert "four-fold symmetric: True" in done.stdout
+    pictures = sorted(p.name for p in tmp_path.glob("step_*.png"))
+    assert pictures[0] == "step_00.png" and 5 < len(pictures) < 31

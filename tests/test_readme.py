@@ -1,14 +1,18 @@
-"""Every Python example in the README runs, as written, and prints what its comments say."""
+"""Every example in the README runs, as written, and prints what its comments say."""
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+CLI_LINES = [line for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+             for line in block.splitlines() if line.startswith("python -m discomfort")]
 
 
 def expected_output(code: str) -> list[str]:
@@ -17,15 +21,34 @@ def expected_output(code: str) -> list[str]:
             if line.strip().startswith("print(") and (m := re.search(r"\)\s+#\s*(.+)$", line))]
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example_runs(code, tmp_path):
+def in_a_scratch_dir(tmp_path: Path) -> Path:
+    """A working directory where the README's relative paths (workflows/...) resolve."""
+    (tmp_path / "workflows").symlink_to(REPO / "workflows")
+    return tmp_path
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=[f"python{i}" for i in range(len(PYTHON_BLOCKS))])
+def test_readme_python_example(code, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+                          cwd=in_a_scratch_dir(tmp_path), timeout=300)
     assert done.returncode == 0, done.stderr
     printed = [line.strip() for line in done.stdout.splitlines()]
     for expected in expected_output(code):
         assert expected in printed, (expected, printed)
 
 
+@pytest.mark.server
+@pytest.mark.parametrize("line", CLI_LINES, ids=[f"cli{i}" for i in range(len(CLI_LINES))])
+def test_readme_command(line, tmp_path):
+    argv = [sys.executable] + shlex.split(line)[1:]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=in_a_scratch_dir(tmp_path),
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    if "--out" in argv:
+        out = tmp_path / argv[argv.index("--out") + 1]
+        assert any(out.iterdir()), f"{line} wrote nothing to {out}"
+
+
 def test_readme_has_examples():
-    assert len(BLOCKS) >= 2
+    assert len(PYTHON_BLOCKS) >= 3 and len(CLI_LINES) >= 2

@@ -257,3 +257,17 @@ asyncio.run(main())
         finally:
             owner.kill()
             owner.wait()
+
+
+async def test_randomized_seeds_change_per_iteration_as_in_the_editor(app):
+    from pathlib import Path
+
+    workflow = str(Path(__file__).parent / "fixtures" / "run" / "random_int_ui.json")
+    with WorkflowContext() as ctx:
+        await app.run(workflow, iterations=3, context=ctx, seed=7, progress=False)
+        randomized, changes = ctx.load("n"), app.last_run.widget_changes
+        await app.run(workflow, iterations=3, context=ctx, seed=7, fixed_seeds=True, progress=False)
+        assert ctx.load("n") == 5 and app.last_run.widget_changes == []
+    # iteration 1 used the saved 5; the editor's randomize then ran before iterations 2 and 3
+    assert [c[0]["old"] for c in changes] == [5, changes[0][0]["new"]]
+    assert randomized == changes[1][0]["new"] != 5
