@@ -30,6 +30,7 @@ from .errors import (
 )
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .server import FINAL_MESSAGES, MODEL_FOLDERS, ComfyServer
+from .store import default_root
 
 log = logging.getLogger("discomfort")
 
@@ -53,6 +54,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
 RECONCILE_EVERY = 5             # ... and every this many polls asks /history and /queue
 HISTORY_DEADLINE_S = 10.0       # the history entry is written just after execution_success
+HISTORY_BATCH = 16
 WS_RECONNECT_DEADLINE_S = 60.0
 
 
@@ -132,6 +134,7 @@ class ComfyConnector:
         self._connected = asyncio.Event()
         self._object_info: dict | None = None
         self._ephemeral: list[Path] = []
+        self._read: list[str] = []  # prompt ids whose history entries are ours to delete
         self._closed = False
         self._start_lock = asyncio.Lock()
 
@@ -160,13 +163,27 @@ class ComfyConnector:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         if not self.managed:
-            await self._get("/system_stats")  # an attached server must answer now
+            await self._check_attached_server()
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_messages(), name="discomfort-ws")
         try:
             await asyncio.wait_for(self._connected.wait(), 30)
         except TimeoutError:
             raise ComfyServerError(f"no websocket from {self.url} within 30 s") from None
+
+    async def _check_attached_server(self) -> None:
+        """An attached server must answer, have the port nodes, and share our store root."""
+        await self._get("/system_stats")
+        try:
+            info = await self._get("/discomfort/info")
+        except _HTTPError:
+            raise ComfyServerError(f"{self.url} runs ComfyUI without the Discomfort nodes: install "
+                                   "this package into its custom_nodes and restart it") from None
+        if info.get("root") != str(default_root()):
+            raise ComfyServerError(
+                f"{self.url} keeps runs under {info.get('root')}, this process under "
+                f"{default_root()}: start this process with DISCOMFORT_ROOT={info.get('root')} "
+                "(both must be the same user on the same machine)")
 
     def _new_server(self) -> ComfyServer:
         c = self.config
@@ -235,13 +252,22 @@ class ComfyConnector:
                 ctype = response.headers.get("Content-Type", "")
                 return json.loads(raw) if raw and "json" in ctype else raw
         except aiohttp.ClientError as exc:
-            raise self._server_error(f"{method} {path} failed: {exc}") from exc
+            raise await self._connection_failure(f"{method} {path} failed: {exc}") from exc
 
     async def _get(self, path: str) -> Any:
         return await self._request("GET", path)
 
     async def _post(self, path: str, body: Any = None) -> Any:
         return await self._request("POST", path, body if body is not None else {})
+
+    async def _connection_failure(self, message: str) -> ComfyServerError:
+        """A managed server's sockets close a moment before the kernel reports its exit: give
+        it that moment, so a death is reported as one."""
+        for _ in range(20):
+            if self.server is None or not self.server.alive():
+                break
+            await asyncio.sleep(0.05)
+        return self._server_error(message)
 
     def _server_error(self, message: str) -> ComfyServerError:
         if self.server is not None and not self.server.alive():
@@ -341,8 +367,9 @@ class ComfyConnector:
             self._waiters.pop(prompt_id, None)
 
     async def wait(self, prompt_id: str, timeout: float | None = None,
-                   on_event: Callable[[Event], None] | None = None) -> dict:
-        """Wait for a queued prompt; return its history entry or raise what went wrong."""
+                   on_event: Callable[[Event], None] | None = None, history: bool = True) -> dict | None:
+        """Wait for a queued prompt; return its history entry (``history=False``: None, and
+        no request for it) or raise what went wrong."""
         async for event in self.events(prompt_id, timeout):
             if on_event is not None:
                 on_event(event)
@@ -350,9 +377,13 @@ class ComfyConnector:
                 raise ExecutionError(event.data)
             if event.type == "execution_interrupted":
                 raise ExecutionInterrupted(f"prompt {prompt_id} was interrupted")
-        return await self._history_entry(prompt_id)
+        if history:
+            return await self._history_entry(prompt_id)
+        await self._forget(prompt_id)
+        return None
 
     async def _history_entry(self, prompt_id: str) -> dict:
+        # execution_success is sent just before the entry is written: retry, briefly.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HISTORY_DEADLINE_S
         while True:
@@ -363,7 +394,17 @@ class ComfyConnector:
                 return entry
             if loop.time() > deadline:
                 raise ComfyServerError(f"prompt {prompt_id} succeeded but has no history entry")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)
+
+    async def _forget(self, prompt_id: str) -> None:
+        """A managed server keeps up to 10,000 full prompts in its history: delete the ones
+        nobody reads, in batches (an entry not yet written then goes with a later batch)."""
+        if not self.managed:
+            return
+        self._read.append(prompt_id)
+        if len(self._read) >= HISTORY_BATCH:
+            batch, self._read = self._read, []
+            await self._post("/history", {"delete": batch})
 
     async def _check_liveness(self, prompt_id: str, reconcile: bool) -> Event | None:
         """Raise if the server died; with ``reconcile``, recover events lost while the

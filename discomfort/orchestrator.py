@@ -128,7 +128,7 @@ class Discomfort:
         report.prompt_ids.append(prompt_id)
         bar = _progress_bar(len(bound), prompt_id) if progress else None
         try:
-            await self.Worker.wait(prompt_id, timeout=timeout,
+            await self.Worker.wait(prompt_id, timeout=timeout, history=False,
                                    on_event=_fan_out(on_event, bar and bar.on_event))
         finally:
             if bar:

@@ -69,10 +69,12 @@ class DiscomfortInput:
             return (default,)
         context = _open_run(extra_pnginfo)
         try:
-            if unique_id not in context.list_keys():
-                raise PortError(
-                    f"DiscomfortInput {unique_id!r}: the run {context.run_id!r} has no such key")
-            if context.fingerprint(unique_id) != binding.fingerprint:
+            try:
+                fingerprint = context.fingerprint(unique_id)
+            except KeyError:
+                raise PortError(f"DiscomfortInput {unique_id!r}: the run {context.run_id!r} "
+                                "has no such key") from None
+            if fingerprint != binding.fingerprint:
                 raise ValueChangedError(
                     f"DiscomfortInput {unique_id!r}: the stored value changed after the prompt "
                     "was queued; queue it again")
@@ -110,8 +112,9 @@ class DiscomfortOutput:
         context = _open_run(extra_pnginfo[0] if extra_pnginfo else None)
         try:
             if binding.pass_by == "val":
-                context.save(unique_id, value, use_ram=binding.use_ram)
-            context.set_stamp(unique_id, binding.stamp)
+                context.save(unique_id, value, use_ram=binding.use_ram, stamp=binding.stamp)
+            else:
+                context.set_stamp(unique_id, binding.stamp)
         finally:
             context.shutdown()
         stored = binding.pass_by == "val"

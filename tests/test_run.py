@@ -144,10 +144,17 @@ async def test_events_report_progress_and_cached_nodes(app):
     assert set(cached) == {"1", "2", "3"} and entry["status"]["status_str"] == "success"
 
 
-async def test_history_entries_of_a_managed_server_are_deleted_once_read(app):
+async def test_history_entries_of_a_managed_server_are_deleted(app):
     prompt_id = await app.Worker.queue(sleeper(1, 0.0, color=9))
-    await app.Worker.wait(prompt_id)
+    await app.Worker.wait(prompt_id)  # read: deleted at once
     assert await app.Worker._get(f"/history/{prompt_id}") == {}
+    from discomfort.connector import HISTORY_BATCH
+
+    with WorkflowContext() as ctx:    # not read by run(): deleted in batches
+        await app.run(APPEND, inputs={"text": ""}, iterations=2 * HISTORY_BATCH, context=ctx, progress=False)
+    await asyncio.sleep(0.2)
+    history = await app.Worker._get(f"/history?max_items=1000")
+    assert len(set(app.last_run.prompt_ids) & set(history)) < HISTORY_BATCH
 
 
 async def test_an_unknown_node_type_lists_every_missing_type(app):
@@ -223,6 +230,7 @@ async def test_two_connectors_run_two_servers_at_once(app, settings):
         assert [r["length"] for r in results] == [3, 6]
     finally:
         await other.shutdown()
+    await other.shutdown()  # idempotent
     assert other.Worker.server is None
 
 
@@ -271,3 +279,69 @@ async def test_randomized_seeds_change_per_iteration_as_in_the_editor(app):
     # iteration 1 used the saved 5; the editor's randomize then ran before iterations 2 and 3
     assert [c[0]["old"] for c in changes] == [5, changes[0][0]["new"]]
     assert randomized == changes[1][0]["new"] != 5
+
+
+async def test_attach_to_a_running_server_by_url(comfy):
+    from discomfort import ComfyConnector
+
+    async with await ComfyConnector.create(url=comfy.url) as worker:
+        assert not worker.managed and worker.server is None
+        attached = Discomfort(worker)
+        result = await attached.run(LENGTH, inputs={"text": "attached"}, progress=False)
+        assert result["length"] == 8
+        prompt_id = attached.last_run.prompt_ids[-1]
+        assert prompt_id in await worker._get(f"/history/{prompt_id}")  # not ours to delete
+    assert comfy.server.alive()  # closing an attached connector leaves the server running
+
+
+async def test_attaching_to_a_server_with_another_store_root_says_how_to_fix_it(comfy, monkeypatch, tmp_path):
+    from discomfort import ComfyConnector
+    from discomfort.errors import ComfyServerError
+
+    monkeypatch.setenv("DISCOMFORT_ROOT", str(tmp_path / "elsewhere"))
+    with pytest.raises(ComfyServerError, match="DISCOMFORT_ROOT="):
+        await ComfyConnector.create(url=comfy.url)
+
+
+async def test_partly_invalid_prompts_are_refused_not_half_run(app):
+    prompt = api(("EmptyImage", {"width": 4, "height": 4, "batch_size": 1, "color": 5}),
+                 ("PreviewImage", {"images": ["1", 0]}),
+                 ("EmptyImage", {"width": -5, "height": 4, "batch_size": 1, "color": 5}),
+                 ("PreviewImage", {"images": ["3", 0]}))
+    with pytest.raises(PromptValidationError) as caught:
+        await app.Worker.run_workflow(prompt, use_workflow_json=False)
+    assert "3" in caught.value.node_errors
+    queue = await app.Worker._get("/queue")
+    assert not queue["queue_running"] and not queue["queue_pending"]
+
+
+async def test_large_binary_frames_and_the_event_iterator(app):
+    prompt = api(("EmptyImage", {"width": 1024, "height": 1024, "batch_size": 1, "color": 0}),
+                 ("ImageAddNoise", {"image": ["1", 0], "seed": 3, "strength": 1.0}),
+                 ("SaveImageWebsocket", {"images": ["2", 0]}))
+    prompt_id = await app.Worker.queue(prompt)
+    kinds = [event.type async for event in app.Worker.events(prompt_id, timeout=60)]
+    assert kinds[-1] == "execution_success"  # a >1 MiB preview frame did not break the socket
+
+
+async def test_a_run_timeout_interrupts_and_raises(app):
+    from discomfort.errors import RunTimeout
+
+    started = time.monotonic()
+    with pytest.raises(RunTimeout, match="interrupted"):
+        await app.run(sleeper(600, color=11), timeout=1.5, progress=False)
+    assert time.monotonic() - started < 15
+    assert (await app.run(LENGTH, inputs={"text": "ok"}, progress=False))["length"] == 2
+
+
+def test_server_settings_are_checked():
+    from discomfort.connector import load_connector_config
+    from discomfort.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="allow_remote_ports"):
+        load_connector_config(listen="0.0.0.0")
+    assert load_connector_config(listen="0.0.0.0", allow_remote_ports=True)["listen"] == "0.0.0.0"
+    with pytest.raises(ConfigError, match="unknown server setting"):
+        load_connector_config(cache_size=3)
+    with pytest.raises(ConfigError, match="port_range"):
+        load_connector_config(port_range=[1])

@@ -38,8 +38,13 @@ from .reaper import delete_run, reap_orphans
 from .root import check_private_dir, ensure_private_dir, open_root
 
 PASS_BY = ("val", "ref")
+EAGER_DIGEST_BYTES = 64 * 1024  # values this small get their fingerprint as they are saved
 INDEX = "index.json"
 META = "run.json"
+
+
+def _digest(data) -> str:
+    return "b2:" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -61,7 +66,9 @@ class WorkflowContext:
 
     @classmethod
     def attach(cls, run_id: str, contexts_dir_name: str = "contexts") -> "WorkflowContext":
-        """Re-attach to a run by its location (what a port node's binding names)."""
+        """Re-attach to a run by its location, for one brief operation (what a port node
+        does). Unlike ``create=False`` it neither reaps orphans nor registers as a live
+        attacher: the run's owner is driving the prompt, so the run outlives the operation."""
         self = cls.__new__(cls)
         self._open(None, None, run_id, False, contexts_dir_name=contexts_dir_name)
         return self
@@ -106,9 +113,11 @@ class WorkflowContext:
                     "or its owner shut it down")
             check_private_dir(self._dir)
             self._meta = json.loads((self._dir / META).read_text())
-            pid, started = procs.me()
-            self._attach_file = self._dir / "attach" / f"{pid}-{started}-{os.urandom(4).hex()}"
-            os.close(os.open(self._attach_file, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._attach_file = None
+            if contexts_dir_name is None:  # a user's re-attach: keeps the run from being reaped
+                pid, started = procs.me()
+                self._attach_file = self._dir / "attach" / f"{pid}-{started}-{os.urandom(4).hex()}"
+                os.close(os.open(self._attach_file, os.O_CREAT | os.O_WRONLY, 0o600))
             self._owner = False
         self._lock = run_lock(self._dir / "lock")
         self._tag = self._meta["tag"]
@@ -141,8 +150,12 @@ class WorkflowContext:
 
     # --- data operations ------------------------------------------------------------------
 
-    def save(self, unique_id: str, data: Any, use_ram: bool = True, pass_by: str = "val") -> None:
-        """Store ``data`` under ``unique_id``: RAM if ``use_ram`` and it fits, else disk."""
+    def save(self, unique_id: str, data: Any, use_ram: bool = True, pass_by: str = "val",
+             *, stamp: str | None = None) -> None:
+        """Store ``data`` under ``unique_id``: RAM if ``use_ram`` and it fits, else disk.
+
+        ``stamp`` (for output ports) records, in the same write, the prompt that saved it.
+        """
         check_unique_id(unique_id)
         if pass_by not in PASS_BY:
             raise ValueError(f"pass_by must be 'val' or 'ref', got {pass_by!r}")
@@ -164,10 +177,14 @@ class WorkflowContext:
                 entry = self._place_on_disk(index, unique_id, encoded, version)
             entry.update(slug=key_slug(unique_id), pass_by=pass_by, kind=encoded.kind,
                          size=encoded.size, version=version)
+            if encoded.size <= EAGER_DIGEST_BYTES:  # cheaper now than an index rewrite later
+                entry["digest"] = [version, _digest(encoded.to_bytes())]
             if encoded.shape is not None:
                 entry.update(shape=encoded.shape, dtype=encoded.dtype)
             index["seq"] = version
             index["keys"][unique_id] = entry
+            if stamp is not None:
+                index["stamps"][unique_id] = str(stamp)
             self._commit(index, self._storage_of(old, keep=entry))
 
     def load(self, unique_id: str) -> Any:
@@ -190,7 +207,7 @@ class WorkflowContext:
             if cached and cached[0] == entry["version"]:
                 return cached[1]
             with self._blob(entry) as blob:
-                digest = "b2:" + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                digest = _digest(blob)
             entry["digest"] = [entry["version"], digest]
             self._commit(index, [])
             return digest
