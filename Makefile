@@ -25,6 +25,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/context_bench.py
+	$(PY) benchmarks/run_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -343,7 +343,8 @@ class ComfyConnector:
             while True:
                 wait_s = LIVENESS_POLL_S if deadline is None else min(LIVENESS_POLL_S, max(deadline - loop.time(), 0))
                 try:
-                    event = await asyncio.wait_for(waiter.queue.get(), wait_s)
+                    async with asyncio.timeout(wait_s):  # (wait_for would add a task per event)
+                        event = await waiter.queue.get()
                 except TimeoutError:
                     if deadline is not None and loop.time() >= deadline:
                         await self.interrupt(prompt_id)
@@ -525,8 +526,9 @@ class ComfyConnector:
         while not self._closed:
             ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
             try:
+                # No compression: the server is near, and inflating every message costs CPU.
                 async with ws_connect(ws_url, max_size=None, open_timeout=10, ping_interval=20,
-                                      ping_timeout=60) as ws:
+                                      ping_timeout=60, compression=None) as ws:
                     self._connected.set()
                     gave_up_at, delay = None, 0.1
                     async for message in ws:
