@@ -25,7 +25,6 @@ repetition, and the table shows medians. Nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import shutil
@@ -38,6 +37,8 @@ import cloudpickle
 import numpy as np
 import psutil
 import torch
+
+from harness import turns  # benchmarks/harness.py (run as scripts: their folder is on sys.path)
 
 MB = 1024 ** 2
 LOOP_ITERATIONS = 10
@@ -55,15 +56,11 @@ def measure(functions: dict, repetitions: int) -> dict[str, float]:
     for fn in functions.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in functions}
-    names = list(functions)
-    for rep in range(repetitions):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            gc.collect()
-            start = time.perf_counter()
-            result = functions[name]()
-            times[name].append(time.perf_counter() - start)
-            del result  # freed outside the timing, for ours and the baselines alike
+    for name in turns(list(functions), repetitions):
+        start = time.perf_counter()
+        result = functions[name]()
+        times[name].append(time.perf_counter() - start)
+        del result  # freed outside the timing, for ours and the baselines alike
     return {name: statistics.median(values) for name, values in times.items()}
 
 

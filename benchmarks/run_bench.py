@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import glob
 import itertools
 import json
@@ -48,6 +47,8 @@ from pathlib import Path
 import aiohttp
 import torch
 from websockets.asyncio.client import connect as ws_connect
+
+from harness import turns  # benchmarks/harness.py (run as scripts: their folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "tests" / "fixtures" / "conversion" / "templates"
@@ -81,14 +82,10 @@ async def measure(functions: dict, repetitions: int) -> dict[str, float]:
     for fn in functions.values():
         await fn()
     times: dict[str, list[float]] = {name: [] for name in functions}
-    names = list(functions)
-    for rep in range(repetitions):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            gc.collect()
-            start = time.perf_counter()
-            await functions[name]()
-            times[name].append((time.perf_counter() - start) * 1000)
+    for name in turns(list(functions), repetitions):
+        start = time.perf_counter()
+        await functions[name]()
+        times[name].append((time.perf_counter() - start) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

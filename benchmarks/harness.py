@@ -1,0 +1,20 @@
+"""What every benchmark here shares: the order in which ours and the baselines take turns.
+
+These machines are shared and noisy. Each function runs once untimed, then all take turns in
+an order that rotates every repetition, so a slow moment of the machine lands on each of them
+alike; the benchmarks report medians and ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Iterator
+
+
+def turns(names: list[str], repetitions: int) -> Iterator[str]:
+    """Names in a rotating order, ``repetitions`` rounds; a collection before each turn."""
+    for rep in range(repetitions):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            gc.collect()
+            yield name
