@@ -107,12 +107,14 @@ def parse_run_location(extra_pnginfo: Any) -> tuple[str, str]:
 
 
 def bind_prompt(prompt: dict, context, stamp: str | None = None, *, use_ram: bool = True,
-                list_outputs: set[str] = frozenset()) -> tuple[dict, dict, str]:
+                list_outputs: set[str] = frozenset(),
+                ref_outputs: set[str] = frozenset()) -> tuple[dict, dict, str]:
     """Bind every port of an API prompt to ``context``.
 
     Returns the bound prompt (a copy), the ``extra_data`` to post with it, and the stamp the
     output ports will leave in the context. ``list_outputs`` names the output ports fed by a
-    list output (stored whole even with one element).
+    list output (stored whole even with one element); ``ref_outputs`` those that store nothing
+    but their stamp (the orchestrator keeps their recipe).
     """
     stamp = stamp or new_stamp()
     stored = set(context.list_keys())
@@ -125,7 +127,8 @@ def bind_prompt(prompt: dict, context, stamp: str | None = None, *, use_ram: boo
             node["inputs"][BINDING_INPUT] = input_binding(fp)
         elif node.get("class_type") == OUTPUT_CLASS:
             node["inputs"][BINDING_INPUT] = output_binding(
-                stamp, is_list=True if uid in list_outputs else None, use_ram=use_ram)
+                stamp, pass_by="ref" if uid in ref_outputs else "val",
+                is_list=True if uid in list_outputs else None, use_ram=use_ram)
         bound[node_id] = node
     location = run_location(context.run_id, context.contexts_dir_name)
     return bound, {"extra_pnginfo": {RUN_KEY: location}}, stamp

@@ -6,6 +6,7 @@ the server, the graph core converts and inspects workflows, the context holds th
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from .binding import bind_prompt
 from .connector import ComfyConnector, Event
 from .errors import MissingInputsError, MissingOutputError
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
+from .graph.pass_by import load_rules, pass_by_for
 from .graph.ports import Port, check_value_type, find_ports, inline_value, is_scalar_for
+from .graph.refs import capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe
 from .graph.seeds import advance_controlled_widgets
 from .store import WorkflowContext
 from .tools import WorkflowTools
@@ -43,14 +46,20 @@ class Discomfort:
     Context = WorkflowContext
     Tools = WorkflowTools
 
-    def __init__(self, connector: ComfyConnector):
+    def __init__(self, connector: ComfyConnector, pass_by_rules: dict[str, str] | None = None):
         self.Worker = connector
+        self.pass_by_rules = pass_by_rules or load_rules()
         self.last_run: RunReport | None = None
 
     @classmethod
-    async def create(cls, config_path: str | os.PathLike | None = None, **server) -> "Discomfort":
-        """Start a headless ComfyUI (or attach to ``url``) as the config says."""
-        return cls(await ComfyConnector.create(config_path, **server))
+    async def create(cls, config_path: str | os.PathLike | None = None, *,
+                     pass_by_rules: str | os.PathLike | None = None, **server) -> "Discomfort":
+        """Start a headless ComfyUI (or attach to ``url``) as the config says.
+
+        ``pass_by_rules``: a JSON file mapping port types to "val" or "ref", over the defaults
+        (models and the like by reference; only what is known to be data by value)."""
+        rules = load_rules(pass_by_rules)
+        return cls(await ComfyConnector.create(config_path, **server), rules)
 
     async def shutdown(self) -> None:
         await self.Worker.kill_api()
@@ -114,6 +123,7 @@ class Discomfort:
                           timeout: float | None, progress: bool,
                           on_event: Callable[[Event], None] | None, report: RunReport) -> dict[str, Port]:
         """One prompt: check and bind its ports, run it, prove every output arrived."""
+        prompt = expand_refs(prompt, lambda uid: self._stored_ref(ctx, uid, object_info))
         in_ports, out_ports = find_ports(prompt, object_info)
         stored = set(ctx.list_keys())
         missing = [p.unique_id for p in in_ports if p.unique_id not in stored and not p.has_default]
@@ -122,8 +132,10 @@ class Discomfort:
         for port in in_ports:
             if port.unique_id in stored:
                 prompt = self._prepare_input(prompt, port, ctx, object_info)
+        recipes = self._capture(prompt, in_ports, out_ports, ctx)
         list_outputs = {p.unique_id for p in out_ports if p.is_list}
-        bound, extra, stamp = bind_prompt(prompt, ctx, use_ram=use_ram, list_outputs=list_outputs)
+        bound, extra, stamp = bind_prompt(prompt, ctx, use_ram=use_ram, list_outputs=list_outputs,
+                                          ref_outputs=set(recipes))
         prompt_id = await self.Worker.queue(bound, extra)
         report.prompt_ids.append(prompt_id)
         bar = _progress_bar(len(bound), prompt_id) if progress else None
@@ -137,7 +149,39 @@ class Discomfort:
         if late:
             raise MissingOutputError(f"output port(s) {', '.join(map(repr, late))} wrote nothing in "
                                      f"prompt {prompt_id}: was something upstream muted or bypassed?")
+        for uid, recipe in recipes.items():  # only now: a failed run keeps the previous recipe
+            ctx.save(uid, recipe, pass_by="ref")
         return {p.unique_id: p for p in out_ports}
+
+    def _capture(self, prompt: dict, in_ports: list[Port], out_ports: list[Port],
+                 ctx: WorkflowContext) -> dict[str, dict]:
+        """Recipes of the output ports whose type goes by reference. Stored values they were
+        made from are frozen: copied under a content-addressed key the recipe reads."""
+        refs = [p for p in out_ports if pass_by_for(p.type, self.pass_by_rules) == "ref"]
+        if not refs:
+            return {}
+        stored = set(ctx.list_keys())
+        fingerprints = {p.unique_id: ctx.fingerprint(p.unique_id) for p in in_ports
+                        if p.unique_id in stored}
+        frozen = freeze_inputs(prompt, fingerprints)
+        recipes = {p.unique_id: capture_recipe(frozen, p.node_id) for p in refs}
+        used = json.dumps(recipes)
+        for uid, fingerprint in fingerprints.items():
+            key = frozen_key(fingerprint)
+            if key in used and key not in stored:
+                ctx.save(key, ctx.load(uid))
+        return recipes
+
+    @staticmethod
+    def _stored_ref(ctx: WorkflowContext, unique_id: str, object_info: dict) -> dict | None:
+        """The recipe (or API-format workflow) stored under a ref key; None for other keys."""
+        info = ctx.get_storage_info(unique_id)
+        if info is None or info["pass_by"] != "ref":
+            return None
+        stored = ctx.load(unique_id)
+        if is_recipe(stored) or is_api_format(stored):
+            return stored
+        return ui_to_api(load_workflow(stored), object_info)
 
     @staticmethod
     def _prepare_input(prompt: dict, port: Port, ctx: WorkflowContext, object_info: dict) -> dict:

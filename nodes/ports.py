@@ -12,6 +12,7 @@ from ..discomfort.binding import (
 )
 from ..discomfort.errors import PortError, ValueChangedError
 from ..discomfort.store import WorkflowContext
+from ..discomfort.store.codec import is_plain_data
 
 
 class AnyType(str):
@@ -112,6 +113,11 @@ class DiscomfortOutput:
         context = _open_run(extra_pnginfo[0] if extra_pnginfo else None)
         try:
             if binding.pass_by == "val":
+                if not is_plain_data(value):
+                    raise PortError(
+                        f"DiscomfortOutput {unique_id!r} got a {type(value).__name__}, which is "
+                        "not data: give its type \"ref\" in the pass-by rules so it is kept "
+                        "by reference (the subgraph that makes it), never pickled")
                 context.save(unique_id, value, use_ram=binding.use_ram, stamp=binding.stamp)
             else:
                 context.set_stamp(unique_id, binding.stamp)

@@ -79,6 +79,25 @@ def encode(value: Any, as_json: bool = False) -> Encoded:
     return Encoded(_header({"kind": "pickle"}, len(body)), memoryview(body), "pickle")
 
 
+_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+
+
+def is_plain_data(value: Any, _depth: int = 0) -> bool:
+    """Known to be data: tensors, arrays, scalars, text and containers of those. Anything
+    else (a model, a sampler...) must go by reference, never through a pickle."""
+    if _depth > 64:
+        return False
+    if isinstance(value, _SCALARS) or isinstance(value, np.generic) or _is_torch_tensor(value):
+        return True
+    if type(value) is np.ndarray:
+        return not value.dtype.hasobject
+    if isinstance(value, (list, tuple)):
+        return all(is_plain_data(v, _depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and is_plain_data(v, _depth + 1) for k, v in value.items())
+    return False
+
+
 def read_header(buf) -> tuple[dict, int]:
     """The header dict and the payload's offset in ``buf``."""
     if bytes(buf[:len(MAGIC)]) != MAGIC:

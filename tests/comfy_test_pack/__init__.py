@@ -61,7 +61,46 @@ class DiscomfortTestMutate:
         return (image,)
 
 
+class TestBox:
+    """An opaque object standing in for a model: not data, so it must go by reference."""
+
+    def __init__(self, image):
+        self.image = image
+
+
+class DiscomfortTestWrap:
+    """IMAGE -> TEST_BOX: a 'model' made from an input value."""
+
+    CATEGORY = "discomfort/testing"
+    RETURN_TYPES = ("TEST_BOX",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    def run(self, image):
+        return (TestBox(image.clone()),)
+
+
+class DiscomfortTestUnwrap:
+    """TEST_BOX -> IMAGE."""
+
+    CATEGORY = "discomfort/testing"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"box": ("TEST_BOX",)}}
+
+    def run(self, box):
+        return (box.image,)
+
+
 NODE_CLASS_MAPPINGS = {
+    "DiscomfortTestWrap": DiscomfortTestWrap,
+    "DiscomfortTestUnwrap": DiscomfortTestUnwrap,
     "DiscomfortTestFail": DiscomfortTestFail,
     "DiscomfortTestSleep": DiscomfortTestSleep,
     "DiscomfortTestMutate": DiscomfortTestMutate,
