@@ -324,8 +324,9 @@ class ComfyConnector:
             self._waiters.pop(prompt_id, None)
             raise
         if reply.get("node_errors"):
-            # 200 with node_errors: the failing outputs would silently not run.
-            await self._remove_from_queue(prompt_id)
+            # 200 with node_errors: the valid outputs would run, the others silently not.
+            # Stop the valid part too (queued: removed; already running: interrupted).
+            await self.interrupt(prompt_id)
             self._waiters.pop(prompt_id, None)
             raise PromptValidationError({"message": "some outputs failed validation"}, reply["node_errors"])
         return prompt_id

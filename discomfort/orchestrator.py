@@ -17,7 +17,7 @@ from .connector import ComfyConnector, Event
 from .errors import MissingInputsError, MissingOutputError
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .graph.pass_by import load_rules, pass_by_for
-from .graph.ports import Port, check_value_type, find_ports, inline_value, is_scalar_for
+from .graph.ports import Port, check_value_type, consumers, find_ports, inline_value, is_scalar_for
 from .graph.refs import capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe
 from .graph.seeds import advance_controlled_widgets
 from .store import WorkflowContext
@@ -125,6 +125,8 @@ class Discomfort:
         """One prompt: check and bind its ports, run it, prove every output arrived."""
         prompt = expand_refs(prompt, lambda uid: self._stored_ref(ctx, uid, object_info))
         in_ports, out_ports = find_ports(prompt, object_info)
+        # An input port that feeds nothing never runs (say, one a stitch joined): no value needed.
+        in_ports = [p for p in in_ports if consumers(prompt, p.node_id)]
         stored = set(ctx.list_keys())
         missing = [p.unique_id for p in in_ports if p.unique_id not in stored and not p.has_default]
         if missing:

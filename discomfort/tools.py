@@ -3,7 +3,9 @@ helpers, gathered where a user looks for them. Everything here is pure or local-
 
 from __future__ import annotations
 
-from .graph import is_api_format, load_workflow, ui_to_api
+from .graph import (
+    discover_port_nodes, is_api_format, load_workflow, prune_to_output, stitch_workflows, ui_to_api,
+)
 from .graph.ports import find_ports
 from .images import open_image_as_tensor, save_comfy_image_to_disk
 
@@ -13,5 +15,8 @@ class WorkflowTools:
     load_workflow = staticmethod(load_workflow)
     is_api_format = staticmethod(is_api_format)
     find_ports = staticmethod(find_ports)
+    discover_port_nodes = staticmethod(discover_port_nodes)
+    stitch_workflows = staticmethod(stitch_workflows)
+    prune_to_output = staticmethod(prune_to_output)
     open_image_as_tensor = staticmethod(open_image_as_tensor)
     save_comfy_image_to_disk = staticmethod(save_comfy_image_to_disk)

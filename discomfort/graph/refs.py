@@ -47,6 +47,16 @@ def ancestors(prompt: dict, node_id: str) -> list[str]:
     return order
 
 
+def prune_to_output(prompt: dict, unique_id: str) -> dict:
+    """The part of an API prompt that output port ``unique_id`` needs: the port and its
+    ancestors (what a recipe is made of)."""
+    ports = [nid for nid, node in prompt.items() if node.get("class_type") == OUTPUT_CLASS
+             and node.get("inputs", {}).get("unique_id") == unique_id]
+    if not ports:
+        raise WorkflowError(f"no {OUTPUT_CLASS} with unique_id {unique_id!r} in the prompt")
+    return {nid: prompt[nid] for nid in ancestors(prompt, ports[0])}
+
+
 def capture_recipe(prompt: dict, output_port_id: str) -> dict:
     """The recipe of what feeds output port ``output_port_id`` in ``prompt``."""
     port = prompt.get(str(output_port_id))
