@@ -62,6 +62,10 @@ async def test_a_model_loads_once_across_a_loop_of_runs(app, model_dir, tmp_path
             whole = (await app.run(workflow("whole", model), inputs={"image": image},
                                    progress=False))["upscaled"]
             assert upscaled.shape == (1, 2 * (8 + i), 16, 3) and torch.equal(upscaled, whole)
+    with WorkflowContext() as new_context:  # a new run loads "the model" again: from the cache
+        await app.run(workflow("load_model", model), context=new_context, on_event=count, progress=False)
+        await app.run(workflow("upscale"), inputs={"image": torch.rand(1, 4, 4, 3)},
+                      context=new_context, on_event=count, progress=False)
     assert count.count == 1
 
 
