@@ -28,6 +28,7 @@ from .errors import (
     ComfyServerDied, ComfyServerError, ConfigError, ExecutionError, ExecutionInterrupted,
     PromptValidationError, RunTimeout,
 )
+from .jsonfile import read_json_object
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .server import FINAL_MESSAGES, MODEL_FOLDERS, ComfyServer
 from .store import default_root
@@ -69,15 +70,7 @@ class Event:
 def load_connector_config(config_path: str | os.PathLike | None = None, **overrides) -> dict:
     config = dict(DEFAULT_CONFIG)
     if config_path is not None:
-        try:
-            loaded = json.loads(Path(config_path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {config_path} does not exist") from None
-        except ValueError as exc:
-            raise ConfigError(f"config file {config_path} is not JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {config_path} must hold a JSON object")
-        config.update(loaded)
+        config.update(read_json_object(config_path, "server settings", ConfigError))
     config.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(config) - set(DEFAULT_CONFIG))
     if unknown:

@@ -140,10 +140,10 @@ def test_load_workflow_names_the_file_and_the_json_error(tmp_path):
     bad.write_text('{"nodes": [}')
     with pytest.raises(WorkflowError, match=r"broken\.json.*line 1 column"):
         load_workflow(bad)
-    with pytest.raises(WorkflowError, match="not a workflow object"):
+    with pytest.raises(WorkflowError, match="holds a JSON list, not an object"):
         (tmp_path / "list.json").write_text("[]")
         load_workflow(tmp_path / "list.json")
-    with pytest.raises(WorkflowError, match="cannot read"):
+    with pytest.raises(WorkflowError, match="missing.json does not exist"):
         load_workflow(tmp_path / "missing.json")
     workflow = {"nodes": [], "links": []}
     assert load_workflow(workflow) is workflow

@@ -153,7 +153,7 @@ async def test_history_entries_of_a_managed_server_are_deleted(app):
     with WorkflowContext() as ctx:    # not read by run(): deleted in batches
         await app.run(APPEND, inputs={"text": ""}, iterations=2 * HISTORY_BATCH, context=ctx, progress=False)
     await asyncio.sleep(0.2)
-    history = await app.Worker._get(f"/history?max_items=1000")
+    history = await app.Worker._get("/history?max_items=1000")
     assert len(set(app.last_run.prompt_ids) & set(history)) < HISTORY_BATCH
 
 

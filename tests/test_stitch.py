@@ -141,7 +141,7 @@ def test_load_rules_merges_a_user_file(tmp_path):
 
 @pytest.mark.parametrize("content, match", [
     (json.dumps({"AUDIO": "copy"}), "AUDIO"),
-    (json.dumps(["val"]), "JSON object"),
+    (json.dumps(["val"]), "not an object"),
     ("{not json", "not valid JSON"),
 ])
 def test_bad_rules_are_config_errors(tmp_path, content, match):
@@ -149,7 +149,7 @@ def test_bad_rules_are_config_errors(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(ConfigError, match=match):
         load_rules(path)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="missing.json does not exist"):
         load_rules(tmp_path / "missing.json")
 
 

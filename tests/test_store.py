@@ -398,7 +398,7 @@ def test_missing_or_malformed_config_file(root, tmp_path):
         WorkflowContext(config_path=tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ConfigError, match="not readable JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         WorkflowContext(config_path=bad)
 
 

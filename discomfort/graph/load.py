@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from ..errors import UnknownNodeTypesError, WorkflowError
+from ..jsonfile import read_json_object
 
 
 def load_workflow(source: str | os.PathLike | dict) -> dict:
@@ -17,20 +17,7 @@ def load_workflow(source: str | os.PathLike | dict) -> dict:
     """
     if isinstance(source, dict):
         return source
-    path = os.fspath(source)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise WorkflowError(f"{path} is not valid JSON: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise WorkflowError(f"{path} is not UTF-8 text: {exc}") from exc
-    except OSError as exc:
-        raise WorkflowError(f"cannot read workflow {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise WorkflowError(f"{path} holds a JSON {type(data).__name__}, not a workflow object")
-    return data
-
+    return read_json_object(source, "workflow", WorkflowError)
 
 def is_ui_format(workflow: Any) -> bool:
     """An editor workflow: a ``nodes`` list beside a ``links`` list."""

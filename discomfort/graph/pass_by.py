@@ -10,10 +10,10 @@ to :func:`load_rules` is merged over :data:`DEFAULT_RULES`.
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import ConfigError
+from ..jsonfile import read_json_object
 
 VAL, REF = "val", "ref"
 DEFAULT_RULES: dict[str, str] = {
@@ -45,13 +45,7 @@ def load_rules(path: str | os.PathLike | None = None) -> dict[str, str]:
     if path is None:
         return rules
     where = os.fspath(path)
-    try:
-        with open(where, encoding="utf-8") as f:
-            user = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"pass_by rules {where} are not valid JSON: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read pass_by rules {where}: {exc}") from exc
+    user = read_json_object(where, "pass_by rules", ConfigError)
     rules.update(check_rules(user, f"pass_by rules {where}"))
     return rules
 

@@ -7,13 +7,13 @@ MB means MiB. When both ``MAX_RAM_GB`` and ``MAX_RAM_PERCENT`` are set, the smal
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from ..errors import ConfigError, InvalidIdError
+from ..jsonfile import read_json_object
 from .ids import check_dir_name
 
 GIB = 1024 ** 3
@@ -28,14 +28,7 @@ def load_config(config_path: str | Path | None = None) -> dict[str, Any]:
     config = dict(DEFAULTS)
     if config_path is None and not path.is_file():
         return config
-    try:
-        loaded = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"config file {path} is not readable JSON: {exc}") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object")
+    loaded = read_json_object(path, "config file", ConfigError)
     unknown = sorted(set(loaded) - set(DEFAULTS))
     if unknown:
         raise ConfigError(

@@ -18,7 +18,6 @@ import hashlib
 import json
 import mmap
 import os
-import shutil
 import threading
 import weakref
 from contextlib import contextmanager
