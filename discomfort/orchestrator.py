@@ -140,7 +140,7 @@ class Discomfort:
                                           ref_outputs=set(recipes))
         prompt_id = await self.Worker.queue(bound, extra)
         report.prompt_ids.append(prompt_id)
-        bar = _progress_bar(len(bound), prompt_id) if progress else None
+        bar = _ProgressBar(len(bound), prompt_id) if progress else None
         try:
             await self.Worker.wait(prompt_id, timeout=timeout, history=False,
                                    on_event=_fan_out(on_event, bar and bar.on_event))
@@ -216,7 +216,7 @@ def _fan_out(*callbacks):
     return (lambda event: [c(event) for c in live]) if live else None
 
 
-class _progress_bar:
+class _ProgressBar:
     """A tqdm bar over a prompt's nodes, fed by its events."""
 
     def __init__(self, total: int, prompt_id: str):
