@@ -26,6 +26,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/context_bench.py
 	$(PY) benchmarks/run_bench.py
+	$(PY) benchmarks/ref_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
