@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.discomfort-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser-deps demo test bench clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml scripts/install_comfyui.py scripts/constraints.txt
 demo: setup
 	$(PY) -m discomfort.demo
 
-test: setup
+# The editor tests drive Debian's chromium (never `playwright install`): installed when missing.
+browser-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "the editor tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
+
+test: setup browser-deps
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 bench: setup

@@ -105,14 +105,6 @@ def _wants_cpu() -> bool:
     return not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
 
 
-class _Waiter:
-    """The events of one prompt, in order, with the final one remembered."""
-
-    def __init__(self):
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.done = False
-
-
 class ComfyConnector:
     """Talks to one ComfyUI server. Create with ``await ComfyConnector.create()``."""
 
@@ -122,7 +114,7 @@ class ComfyConnector:
         self.server: ComfyServer | None = None
         self.url: str = config["url"].rstrip("/") if config["url"] else ""
         self._session: aiohttp.ClientSession | None = None
-        self._waiters: dict[str, _Waiter] = {}
+        self._waiters: dict[str, asyncio.Queue[Event]] = {}  # each queued prompt's events, in order
         self._reader: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._object_info: dict | None = None
@@ -215,7 +207,7 @@ class ComfyConnector:
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         for waiter in self._waiters.values():
-            waiter.queue.put_nowait(Event("_closed"))
+            waiter.put_nowait(Event("_closed"))
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -302,7 +294,7 @@ class ComfyConnector:
         """Post an API prompt; return its id. Validation failures raise PromptValidationError."""
         await self._ensure_running()
         prompt_id = uuid.uuid4().hex
-        self._waiters[prompt_id] = _Waiter()  # before the POST: events may beat its reply
+        self._waiters[prompt_id] = asyncio.Queue()  # before the POST: events may beat its reply
         body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,
                 "extra_data": extra_data or {}}
         try:
@@ -338,7 +330,7 @@ class ComfyConnector:
                 wait_s = LIVENESS_POLL_S if deadline is None else min(LIVENESS_POLL_S, max(deadline - loop.time(), 0))
                 try:
                     async with asyncio.timeout(wait_s):  # (wait_for would add a task per event)
-                        event = await waiter.queue.get()
+                        event = await waiter.get()
                 except TimeoutError:
                     if deadline is not None and loop.time() >= deadline:
                         await self.interrupt(prompt_id)
@@ -444,7 +436,7 @@ class ComfyConnector:
                 await self._remove_from_queue(prompt_id)
                 waiter = self._waiters.get(prompt_id)
                 if waiter is not None:  # it will never run: no event would come
-                    waiter.queue.put_nowait(Event("execution_interrupted", {"prompt_id": prompt_id}))
+                    waiter.put_nowait(Event("execution_interrupted", {"prompt_id": prompt_id}))
                 return
             if prompt_id not in running:
                 return  # finished (or never existed): nothing to stop
@@ -534,11 +526,11 @@ class ComfyConnector:
                 return
             self._connected.clear()
             for waiter in list(self._waiters.values()):
-                waiter.queue.put_nowait(Event("_disconnected"))
+                waiter.put_nowait(Event("_disconnected"))
             gave_up_at = gave_up_at or loop.time() + WS_RECONNECT_DEADLINE_S
             if loop.time() > gave_up_at:
                 for waiter in list(self._waiters.values()):
-                    waiter.queue.put_nowait(Event("_closed"))
+                    waiter.put_nowait(Event("_closed"))
                 log.error("discomfort: no websocket to %s for %g s; giving up", self.url,
                           WS_RECONNECT_DEADLINE_S)
                 return
@@ -549,7 +541,7 @@ class ComfyConnector:
         data = message.get("data") or {}
         waiter = self._waiters.get(data.get("prompt_id"))
         if waiter is not None:
-            waiter.queue.put_nowait(Event(message.get("type", ""), data))
+            waiter.put_nowait(Event(message.get("type", ""), data))
 
 
 class _HTTPError(ComfyServerError):
