@@ -142,9 +142,9 @@ class ComfyConnector:
 
     async def _start(self) -> None:
         if self.managed:
-            self.server = self._new_server()
-            await asyncio.to_thread(self.server.start)
-            self.url = self.server.url
+            server = self._new_server()
+            await asyncio.to_thread(server.start)  # on failure it stops, keeping its log
+            self.server, self.url = server, server.url
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         if not self.managed:

@@ -7,6 +7,7 @@ node pack loaded, and a tiny generated upscale model on its model path.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -157,3 +158,61 @@ async def app(model_dir):
 @pytest.fixture
 def settings(model_dir) -> dict:
     return app_settings(model_dir)
+
+
+# --- examples in the README and in docs/: run as written, in a scratch directory -------------
+# (Test modules import these with `from conftest import ...`: under --import-mode=importlib,
+# pytest registers this file as the module `conftest` before it collects them.)
+
+def python_blocks(text: str) -> list[str]:
+    """The ```python blocks of a Markdown text."""
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def cli_lines(text: str) -> list[str]:
+    """The `python -m discomfort ...` lines of a Markdown text's ```bash blocks."""
+    return [line for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+            for line in block.splitlines() if line.startswith("python -m discomfort")]
+
+
+def expected_output(code: str) -> list[str]:
+    """The `# value` comments on print lines."""
+    return [m.group(1).strip() for line in code.splitlines()
+            if line.strip().startswith("print(") and (m := re.search(r"\)\s+#\s*(.+)$", line))]
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, model_dir: Path) -> Path:
+    """A working directory where the examples' relative paths resolve: workflows/, tests/,
+    and models/ with the tiny generated upscale model."""
+    for name in ("workflows", "tests"):
+        (tmp_path / name).symlink_to(REPO / name)
+    (tmp_path / "models").symlink_to(model_dir)
+    return tmp_path
+
+
+def run_example(code: str, cwd: Path, timeout: float = 300) -> list[str]:
+    """Run a Python example in a fresh interpreter in ``cwd``; check it exits 0 and prints
+    every `# value` its print lines promise. Returns the printed lines."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    printed = [line.strip() for line in done.stdout.splitlines()]
+    for expected in expected_output(code):
+        assert expected in printed, (expected, printed)
+    return printed
+
+
+def run_command(line: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a `python -m discomfort ...` line in ``cwd``; check it exits 0 and that a `--out`
+    directory got something."""
+    import shlex
+
+    argv = [sys.executable] + shlex.split(line)[1:]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    if "--out" in argv:
+        out = cwd / argv[argv.index("--out") + 1]
+        assert any(out.iterdir()), f"{line} wrote nothing to {out}"
+    return done
+

@@ -65,3 +65,13 @@ def test_run_sets_inputs_loops_and_writes_outputs(tmp_path):
     from discomfort.images import open_image_as_tensor
 
     assert open_image_as_tensor(out / "img.png").min() == 1.0  # inverted 3 times: white
+
+
+def test_a_reader_that_stops_early_is_no_error():
+    """`python -m discomfort convert ... | head`: the pipe closes before we write."""
+    proc = subprocess.Popen([sys.executable, "-m", "discomfort", "convert", INVERT_UI,
+                             "--object-info", OBJECT_INFO],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # long before the interpreter has started and written anything
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr

@@ -1,56 +1,26 @@
 """Every example in the README runs, as written, and prints what its comments say."""
 
-import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
-PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
-CLI_LINES = [line for block in re.findall(r"```bash\n(.*?)```", README, re.S)
-             for line in block.splitlines() if line.startswith("python -m discomfort")]
+from conftest import cli_lines, python_blocks, run_command, run_example
 
-
-def expected_output(code: str) -> list[str]:
-    """The `# value` comments on print lines."""
-    return [m.group(1).strip() for line in code.splitlines()
-            if line.strip().startswith("print(") and (m := re.search(r"\)\s+#\s*(.+)$", line))]
-
-
-@pytest.fixture
-def scratch(tmp_path: Path, model_dir: Path) -> Path:
-    """A working directory where the README's relative paths resolve: workflows/, tests/,
-    and models/ with the tiny generated upscale model."""
-    for name in ("workflows", "tests"):
-        (tmp_path / name).symlink_to(REPO / name)
-    (tmp_path / "models").symlink_to(model_dir)
-    return tmp_path
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+PYTHON_BLOCKS = python_blocks(README)
+CLI_LINES = cli_lines(README)
 
 
 @pytest.mark.server
 @pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=[f"python{i}" for i in range(len(PYTHON_BLOCKS))])
 def test_readme_python_example(code, scratch):
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=scratch, timeout=300)
-    assert done.returncode == 0, done.stderr
-    printed = [line.strip() for line in done.stdout.splitlines()]
-    for expected in expected_output(code):
-        assert expected in printed, (expected, printed)
+    run_example(code, scratch)
 
 
 @pytest.mark.server
 @pytest.mark.parametrize("line", CLI_LINES, ids=[f"cli{i}" for i in range(len(CLI_LINES))])
 def test_readme_command(line, scratch):
-    argv = [sys.executable] + shlex.split(line)[1:]
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=scratch, timeout=300)
-    assert done.returncode == 0, done.stderr
-    if "--out" in argv:
-        out = scratch / argv[argv.index("--out") + 1]
-        assert any(out.iterdir()), f"{line} wrote nothing to {out}"
+    run_command(line, scratch)
 
 
 def test_readme_has_examples():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -345,3 +346,16 @@ def test_server_settings_are_checked():
         load_connector_config(cache_size=3)
     with pytest.raises(ConfigError, match="port_range"):
         load_connector_config(port_range=[1])
+
+
+async def test_a_failed_start_keeps_the_log_it_points_to(settings):
+    import re
+    from pathlib import Path
+
+    from discomfort.errors import ComfyStartError
+
+    with pytest.raises(ComfyStartError) as caught:
+        await Discomfort.create(extra_args=["--no-such-flag"], **settings)
+    log = Path(re.search(r"log: (\S+comfyui\.log)", str(caught.value)).group(1))
+    assert "unrecognized arguments: --no-such-flag" in log.read_text()
+    shutil.rmtree(log.parent)
