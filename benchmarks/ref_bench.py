@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shutil
@@ -47,8 +46,10 @@ import torch
 
 from harness import turns  # benchmarks/harness.py (run as scripts: their folder is on sys.path)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from refs_support import LoaderCount, make_compact_upscaler, ref_workflow as workflow  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-REFS = REPO / "tests" / "fixtures" / "refs"
 RUNS = 10
 FEATS, CONVS, SCALE = 64, 16, 2  # the tests' tiny model is 4 features, 1 conv (3.4 kB)
 IMAGE_SHAPE = (1, 64, 64, 3)
@@ -56,28 +57,6 @@ MODEL = "bench-compact-x2.safetensors"
 HEADER = f"{'case':<40} {'median (ms)':>12} {'per run (ms)':>13} {'ratio':>7} {'loader runs':>12}"
 
 __doc__ = __doc__.replace("{RUNS}", str(RUNS))
-
-
-def make_upscaler(path: Path, feats: int = FEATS, convs: int = CONVS, scale: int = SCALE) -> Path:
-    """A random-weight Real-ESRGAN Compact model: tests/conftest.py's recipe, bigger."""
-    from safetensors.torch import save_file
-
-    gen = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen) * 0.05
-
-    sd = {"body.0.weight": rand(feats, 3, 3, 3), "body.0.bias": torch.zeros(feats),
-          "body.1.weight": torch.full((feats,), 0.25)}
-    for i in range(convs):
-        sd[f"body.{2 + 2 * i}.weight"] = rand(feats, feats, 3, 3)
-        sd[f"body.{2 + 2 * i}.bias"] = torch.zeros(feats)
-        sd[f"body.{3 + 2 * i}.weight"] = torch.full((feats,), 0.25)
-    sd[f"body.{2 + 2 * convs}.weight"] = rand(3 * scale * scale, feats, 3, 3)
-    sd[f"body.{2 + 2 * convs}.bias"] = torch.zeros(3 * scale * scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path))
-    return path
 
 
 def model_names(folder: Path, count: int) -> list[str]:
@@ -92,27 +71,6 @@ def model_names(folder: Path, count: int) -> list[str]:
             shutil.copyfile(folder / MODEL, folder / name)
         names.append(name)
     return names
-
-
-def workflow(name: str, model: str | None = None) -> dict:
-    prompt = json.loads((REFS / f"{name}.json").read_text())
-    for node in prompt.values():
-        if node["class_type"] == "UpscaleModelLoader" and model:
-            node["inputs"]["model_name"] = model
-    return prompt
-
-
-class LoaderCount:
-    """Counts executions of the loader in every prompt, from the server's events
-    (tests/test_refs.py's LoaderCount)."""
-
-    def __init__(self, *loader_ids: str):
-        self.loader_ids: set[str] = set(loader_ids)
-        self.count = 0
-
-    def __call__(self, event) -> None:
-        if event.type == "executing" and event.data.get("node") in self.loader_ids:
-            self.count += 1
 
 
 async def run_loops(models: Path, names: list[str], repetitions: int) -> dict:
@@ -194,7 +152,7 @@ def main() -> None:
     started = time.perf_counter()
     try:
         models = Path(workdir) / "models" / "upscale_models"
-        size = make_upscaler(models / MODEL).stat().st_size
+        size = make_compact_upscaler(models / MODEL, FEATS, CONVS, SCALE).stat().st_size
         # the check + the untimed turns + the timed turns; the by-reference loop takes one
         names = model_names(models, 2 + (repetitions + 1) * (1 + RUNS))
         result = asyncio.run(run_loops(models, names, repetitions))

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from refs_support import make_compact_upscaler  # tests/ is on sys.path (pytest.ini)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -24,34 +25,10 @@ _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="discomfort-test-root-"))
 os.environ["DISCOMFORT_ROOT"] = str(_SESSION_ROOT / "store")
 
 
-def make_tiny_upscaler(path: Path) -> Path:
-    """A random-weight Real-ESRGAN Compact x2 model (3.4 kB), recipe from the facts."""
-    import torch
-    from safetensors.torch import save_file
-
-    feats, convs, scale = 4, 1, 2
-    gen = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen) * 0.05
-
-    sd = {"body.0.weight": rand(feats, 3, 3, 3), "body.0.bias": torch.zeros(feats),
-          "body.1.weight": torch.full((feats,), 0.25)}
-    for i in range(convs):
-        sd[f"body.{2 + 2 * i}.weight"] = rand(feats, feats, 3, 3)
-        sd[f"body.{2 + 2 * i}.bias"] = torch.zeros(feats)
-        sd[f"body.{3 + 2 * i}.weight"] = torch.full((feats,), 0.25)
-    sd[f"body.{2 + 2 * convs}.weight"] = rand(3 * scale * scale, feats, 3, 3)
-    sd[f"body.{2 + 2 * convs}.bias"] = torch.zeros(3 * scale * scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path))
-    return path
-
-
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     root = _SESSION_ROOT / "models"
-    make_tiny_upscaler(root / "upscale_models" / "tiny-compact-x2.safetensors")
+    make_compact_upscaler(root / "upscale_models" / "tiny-compact-x2.safetensors")
     return root
 
 

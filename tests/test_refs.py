@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from pathlib import Path
@@ -13,17 +12,9 @@ import torch
 from discomfort import Discomfort, WorkflowContext
 from discomfort.errors import ExecutionError
 from discomfort.graph.refs import is_recipe
+from refs_support import LoaderCount, ref_workflow as workflow
 
 pytestmark = pytest.mark.server
-REFS = Path(__file__).parent / "fixtures" / "refs"
-
-
-def workflow(name: str, model: str | None = None) -> dict:
-    prompt = json.loads((REFS / f"{name}.json").read_text())
-    for node in prompt.values():
-        if node["class_type"] == "UpscaleModelLoader" and model:
-            node["inputs"]["model_name"] = model
-    return prompt
 
 
 async def fresh_model(app, model_dir: Path, tmp_path: Path) -> str:
@@ -32,18 +23,6 @@ async def fresh_model(app, model_dir: Path, tmp_path: Path) -> str:
     shutil.copyfile(model_dir / "upscale_models" / "tiny-compact-x2.safetensors", tmp_path / name)
     await app.Worker.upload_data(tmp_path / name, folder_type="upscale_models")
     return name
-
-
-class LoaderCount:
-    """Counts executions of the loader in every prompt, from the server's events."""
-
-    def __init__(self):
-        self.loader_ids: set[str] = set()
-        self.count = 0
-
-    def __call__(self, event) -> None:
-        if event.type == "executing" and event.data.get("node") in self.loader_ids:
-            self.count += 1
 
 
 async def test_a_model_loads_once_across_a_loop_of_runs(app, model_dir, tmp_path):
