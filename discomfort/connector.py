@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -29,6 +28,7 @@ from .errors import (
     PromptValidationError, RunTimeout,
 )
 from .jsonfile import read_json_object
+from .report import Event, event_from_message
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .server import FINAL_MESSAGES, MODEL_FOLDERS, ComfyServer
 from .store import default_root
@@ -50,6 +50,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "env": {},
     "custom_nodes": [],         # more custom-node package folders to load, beside Discomfort's
     "model_paths": {},          # {"upscale_models": "/path", ...}: model folders to add
+    "output_dir": None,         # where SaveImage & co. write (default: the server's temp dir,
+                                # removed at shutdown)
     "allow_remote_ports": False,
 }
 LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
@@ -57,14 +59,6 @@ RECONCILE_EVERY = 5             # ... and every this many polls asks /history an
 HISTORY_DEADLINE_S = 10.0       # the history entry is written just after execution_success
 HISTORY_BATCH = 16
 WS_RECONNECT_DEADLINE_S = 60.0
-
-
-@dataclass
-class Event:
-    """A server message about one prompt: ``type`` as ComfyUI names it, ``data`` its payload."""
-
-    type: str
-    data: dict = field(default_factory=dict)
 
 
 def load_connector_config(config_path: str | os.PathLike | None = None, **overrides) -> dict:
@@ -115,6 +109,7 @@ class ComfyConnector:
         self.url: str = config["url"].rstrip("/") if config["url"] else ""
         self._session: aiohttp.ClientSession | None = None
         self._waiters: dict[str, asyncio.Queue[Event]] = {}  # each queued prompt's events, in order
+        self._class_types: dict[str, dict[str, str]] = {}  # each queued prompt's node classes
         self._reader: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._object_info: dict | None = None
@@ -180,7 +175,8 @@ class ComfyConnector:
             port_range=tuple(c["port_range"]) if c["port_range"] else None,
             cpu=_wants_cpu() if c["cpu"] is None else bool(c["cpu"]), extra_args=args,
             start_timeout=float(c["start_timeout"]), env=c["env"],
-            node_packages=c["custom_nodes"], model_paths=c["model_paths"])
+            node_packages=c["custom_nodes"], model_paths=c["model_paths"],
+            output_dir=c["output_dir"])
 
     async def _ensure_running(self) -> None:
         """The next call after the managed server died starts a fresh one."""
@@ -295,26 +291,31 @@ class ComfyConnector:
         await self._ensure_running()
         prompt_id = uuid.uuid4().hex
         self._waiters[prompt_id] = asyncio.Queue()  # before the POST: events may beat its reply
+        self._class_types[prompt_id] = {str(k): str(v.get("class_type")) for k, v in prompt.items()}
         body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,
                 "extra_data": extra_data or {}}
         try:
             reply = await self._post("/prompt", body)
         except _HTTPError as exc:
-            self._waiters.pop(prompt_id, None)
+            self._unregister(prompt_id)
             detail = exc.json()
             if exc.status == 400 and isinstance(detail, dict):
                 raise PromptValidationError(detail.get("error", {}), detail.get("node_errors", {})) from None
             raise self._server_error(f"POST /prompt answered {exc.status}: {exc.body[:500]!r}") from None
         except BaseException:
-            self._waiters.pop(prompt_id, None)
+            self._unregister(prompt_id)
             raise
         if reply.get("node_errors"):
             # 200 with node_errors: the valid outputs would run, the others silently not.
             # Stop the valid part too (queued: removed; already running: interrupted).
             await self.interrupt(prompt_id)
-            self._waiters.pop(prompt_id, None)
+            self._unregister(prompt_id)
             raise PromptValidationError({"message": "some outputs failed validation"}, reply["node_errors"])
         return prompt_id
+
+    def _unregister(self, prompt_id: str) -> None:
+        self._waiters.pop(prompt_id, None)
+        self._class_types.pop(prompt_id, None)
 
     async def events(self, prompt_id: str, timeout: float | None = None) -> AsyncIterator[Event]:
         """Every event of a queued prompt, ending with its final one (success, error or
@@ -351,7 +352,7 @@ class ComfyConnector:
                 if event.type in FINAL_MESSAGES:
                     return
         finally:
-            self._waiters.pop(prompt_id, None)
+            self._unregister(prompt_id)
 
     async def wait(self, prompt_id: str, timeout: float | None = None,
                    on_event: Callable[[Event], None] | None = None, history: bool = True) -> dict | None:
@@ -405,7 +406,7 @@ class ComfyConnector:
             if entry and entry["status"]["messages"]:
                 kind, data = entry["status"]["messages"][-1]
                 if kind in FINAL_MESSAGES:
-                    return Event(kind, data)
+                    return event_from_message({"type": kind, "data": data}) or Event(kind, data)
             queue = await self._get("/queue")
         except ComfyServerError:
             if self.server is not None and not self.server.alive():
@@ -490,8 +491,9 @@ class ComfyConnector:
         if self.server is None:
             raise ComfyServerError("ephemeral uploads need a managed server: an attached "
                                    "server's files cannot be removed over its API")
-        folder = {"input": "input", "temp": "temp", "output": "output"}[relative.parts[0]]
-        self._ephemeral.append(self.server.state_dir / folder / Path(*relative.parts[1:]))
+        folder = relative.parts[0]
+        base = self.server.output_path if folder == "output" else self.server.state_dir / folder
+        self._ephemeral.append(base / Path(*relative.parts[1:]))
 
     async def fetch_file(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
         """The bytes of a file the server wrote (as named in a history entry's outputs)."""
@@ -538,10 +540,13 @@ class ComfyConnector:
             delay = min(delay * 2, 2.0)
 
     def _route(self, message: dict) -> None:
-        data = message.get("data") or {}
-        waiter = self._waiters.get(data.get("prompt_id"))
+        data = message.get("data") if isinstance(message, dict) else None
+        prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
+        waiter = self._waiters.get(prompt_id)
         if waiter is not None:
-            waiter.put_nowait(Event(message.get("type", ""), data))
+            event = event_from_message(message, self._class_types.get(prompt_id))
+            if event is not None:
+                waiter.put_nowait(event)
 
 
 class _HTTPError(ComfyServerError):

@@ -12,6 +12,10 @@ class DiscomfortError(Exception):
     """Base class of everything Discomfort raises on purpose."""
 
 
+class DiscomfortWarning(UserWarning):
+    """Something that runs but is probably not what was meant (each names the fix)."""
+
+
 # --- ids, configuration -------------------------------------------------------------------
 
 class InvalidIdError(DiscomfortError, ValueError):
@@ -121,7 +125,37 @@ class PromptValidationError(DiscomfortError, ValueError):
             for item in report.get("errors", []):
                 lines.append(f"  node {node_id} ({report.get('class_type')}): "
                              f"{item.get('message')}: {item.get('details')}")
+                hint = _empty_list_hint(item)
+                if hint:
+                    lines.append("    " + hint)
         super().__init__("\n".join(lines))
+
+
+# The model folder each stock loader's file input lists (what `model_paths` keys are named).
+MODEL_INPUT_FOLDERS = {
+    "ckpt_name": "checkpoints", "lora_name": "loras", "vae_name": "vae", "unet_name":
+    "diffusion_models", "clip_name": "text_encoders", "clip_name1": "text_encoders",
+    "clip_name2": "text_encoders", "control_net_name": "controlnet", "model_name":
+    "upscale_models", "style_model_name": "style_models", "gligen_name": "gligen",
+}
+
+
+def _empty_list_hint(item: dict) -> str:
+    """For "'x' not in []": the server has no such files at all; say how to give it some."""
+    if item.get("type") != "value_not_in_list":
+        return ""
+    extra = item.get("extra_info") or {}
+    config = extra.get("input_config") or [None]
+    options = config[0]
+    if options == "COMBO" and len(config) > 1 and isinstance(config[1], dict):  # a V3 combo
+        options = config[1].get("options")
+    if not isinstance(options, list) or options:
+        return ""
+    folder = MODEL_INPUT_FOLDERS.get(extra.get("input_name"), "<folder>")
+    return (f"the server has no files for {extra.get('input_name')!r} at all: point it at your "
+            f"models with Discomfort.create(model_paths={{{folder!r}: '/path/to/{folder}'}}) "
+            "(or the same in a --config file), or copy one in with "
+            f"discomfort.Worker.upload_data(path, {folder!r})")
 
 
 class ExecutionError(DiscomfortError, RuntimeError):
@@ -156,6 +190,27 @@ class MissingInputsError(PortError, KeyError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class UnknownInputError(PortError, KeyError):
+    """A key in ``inputs`` that no input port of the run reads."""
+
+    def __init__(self, key: str, ports: list[str], workflows: str):
+        import difflib
+
+        self.key, self.ports = key, ports
+        close = difflib.get_close_matches(key, ports, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listing = ", ".join(map(repr, ports)) or "none"
+        super().__init__(f"no input port {key!r} in {workflows}{hint} (the input ports are "
+                         f"{listing})")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class UnusedInputError(PortError, ValueError):
+    """A key in ``inputs`` whose input ports are connected to nothing: it would change nothing."""
 
 
 class PortTypeError(PortError, TypeError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["open_image_as_tensor", "save_comfy_image_to_disk"]
+__all__ = ["image_to_tensor", "open_image_as_tensor", "save_comfy_image_to_disk"]
 
 # Suffix -> Pillow format name, and the options each is written with. JPEG cannot be lossless,
 # so it gets a high quality; WebP is written lossless so a round trip keeps the pixels.
@@ -49,12 +49,7 @@ def open_image_as_tensor(path: str | os.PathLike, *, with_mask: bool = False):
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ValueError(f"{path}: not a readable image file ({exc})") from exc
 
-    if img.mode in _SIXTEEN_BIT:
-        grey = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-    else:
-        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    image = torch.from_numpy(np.ascontiguousarray(rgb))[None]
+    image = image_to_tensor(img)
     if not with_mask:
         return image
 
@@ -69,6 +64,19 @@ def open_image_as_tensor(path: str | os.PathLike, *, with_mask: bool = False):
     else:
         mask = 1.0 - torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None]
     return image, mask
+
+
+def image_to_tensor(img: Image.Image):
+    """A PIL image as a ComfyUI IMAGE ``[1, H, W, 3]`` float32 in 0..1 (16-bit greyscale
+    keeps its precision)."""
+    import torch
+
+    if img.mode in _SIXTEEN_BIT:
+        grey = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(rgb))[None]
 
 
 def save_comfy_image_to_disk(

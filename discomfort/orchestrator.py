@@ -7,36 +7,30 @@ the server, the graph core converts and inspects workflows, the context holds th
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .binding import bind_prompt
-from .connector import ComfyConnector, Event
-from .errors import MissingInputsError, MissingOutputError
+from .connector import ComfyConnector
+from .errors import MissingInputsError, MissingOutputError, WorkflowError
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .graph.pass_by import load_rules, pass_by_for
-from .graph.ports import Port, check_value_type, consumers, find_ports, inline_value, is_scalar_for
-from .graph.refs import capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe
+from .graph.ports import (
+    Port, StoredTensor, check_value_type, consumers, find_ports, inline_value, is_scalar_for,
+)
+from .graph.refs import (
+    ancestors, capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe, recipe_source,
+)
 from .graph.seeds import advance_controlled_widgets
+from .inputs import check_inputs
+from .report import Event, OutputFile, PromptReport, RunReport
 from .store import WorkflowContext
 from .tools import WorkflowTools
 
 Workflow = str | os.PathLike | dict
 SMALL_VALUE = 64 * 1024  # stored values up to this size are loaded to check and inline them
-
-
-@dataclass
-class RunReport:
-    """What a run used that the workflows did not fix: for reproducing it."""
-
-    prompt_ids: list[str] = field(default_factory=list)
-    # One entry per iteration and workflow: the controlled widgets (seeds) as the editor
-    # would have advanced them, and the dynamic-prompt choices made.
-    widget_changes: list[list[dict]] = field(default_factory=list)
-    dynamic_prompts: list[list[dict]] = field(default_factory=list)
-    seed: int | None = None
 
 
 class Discomfort:
@@ -77,39 +71,39 @@ class Discomfort:
         """Run ``workflows`` in order, ``iterations`` times; return every output port's value
         from the last iteration.
 
-        ``inputs`` are saved into the context first. Each workflow runs as one prompt; output
-        ports write into the context, so an output and an input sharing a unique_id carry a
-        value from one iteration to the next. Controlled widgets (seeds set to randomize,
-        increment...) advance between iterations as if Queue were pressed each time, unless
-        ``fixed_seeds``; ``seed`` makes that and dynamic prompts reproducible. The values
-        used are in ``self.last_run``. Without a context, a temporary one is used.
+        ``inputs`` are checked against the ports that read them, then saved into the context
+        (a refused run saves nothing). Each workflow runs as one prompt; output ports write
+        into the context, so an output and an input sharing a unique_id carry a value from one
+        iteration to the next. Controlled widgets (seeds set to randomize, increment...)
+        advance between iterations as if Queue were pressed each time, unless
+        ``fixed_seeds``; ``seed`` makes that and dynamic prompts reproducible. What ran, what
+        was cached and the files output nodes wrote are in ``self.last_run``. Without a
+        context, a temporary one is used.
         """
-        if isinstance(workflows, (str, os.PathLike, dict)):
-            workflows = [workflows]
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
-        loaded = [load_workflow(w) for w in workflows]  # a malformed file fails before anything runs
+        sources = _check_run_args(workflows, iterations, timeout)
+        loaded = [load_workflow(w) for w in sources]  # a malformed file fails before anything runs
+        labels = [_label(i, w) for i, w in enumerate(sources)]
         object_info = await self.Worker.object_info()
         rng = random.Random(seed)
         report = self.last_run = RunReport(seed=seed)
+        choices = [[] for _ in loaded]
+        prompts = [self._to_prompt(w, object_info, rng, c) for w, c in zip(loaded, choices)]
+        values = check_inputs(inputs or {}, list(zip(labels, prompts)), object_info)
         own_context = context is None
         ctx = WorkflowContext() if own_context else context
         try:
-            for key, value in (inputs or {}).items():
+            for key, value in values.items():
                 ctx.save(key, value, use_ram=use_ram)
             outputs: dict[str, Port] = {}
             for iteration in range(iterations):
                 outputs = {}
                 for index, workflow in enumerate(loaded):
-                    choices: list[dict] = []
-                    if is_api_format(workflow):
-                        check_node_types(workflow, object_info)
-                        prompt = workflow
-                    else:
-                        prompt = ui_to_api(workflow, object_info, rng=rng, choices=choices)
-                    report.dynamic_prompts.append(choices)
-                    written = await self._run_prompt(prompt, ctx, object_info, use_ram, timeout,
-                                                     progress, on_event, report)
+                    if iteration:
+                        choices[index] = []
+                        prompts[index] = self._to_prompt(workflow, object_info, rng, choices[index])
+                    report.dynamic_prompts.append(choices[index])
+                    written = await self._run_prompt(prompts[index], labels[index], ctx, object_info,
+                                                     use_ram, timeout, progress, on_event, report)
                     outputs.update(written)
                     if not fixed_seeds and not is_api_format(workflow) and iteration + 1 < iterations:
                         loaded[index], changes = advance_controlled_widgets(workflow, object_info, rng)
@@ -119,8 +113,34 @@ class Discomfort:
             if own_context:
                 ctx.shutdown()
 
-    async def _run_prompt(self, prompt: dict, ctx: WorkflowContext, object_info: dict, use_ram: bool,
-                          timeout: float | None, progress: bool,
+    async def load_images(self, files: Sequence[OutputFile] | None = None, *,
+                          as_pil: bool = False) -> list:
+        """The images output nodes wrote (default: every image of ``last_run``), fetched from
+        the server: each as an IMAGE tensor ``[1, H, W, C]``, or a PIL image with ``as_pil``."""
+        import io
+
+        from PIL import Image
+
+        from .images import image_to_tensor
+
+        if files is None:
+            files = self.last_run.images if self.last_run else []
+        images = []
+        for item in files:
+            data = await self.Worker.fetch_file(item.filename, item.subfolder, item.type)
+            picture = Image.open(io.BytesIO(data))
+            images.append(picture if as_pil else image_to_tensor(picture))
+        return images
+
+    @staticmethod
+    def _to_prompt(workflow: dict, object_info: dict, rng: random.Random, choices: list) -> dict:
+        if is_api_format(workflow):
+            check_node_types(workflow, object_info)
+            return workflow
+        return ui_to_api(workflow, object_info, rng=rng, choices=choices)
+
+    async def _run_prompt(self, prompt: dict, label: str, ctx: WorkflowContext, object_info: dict,
+                          use_ram: bool, timeout: float | None, progress: bool,
                           on_event: Callable[[Event], None] | None, report: RunReport) -> dict[str, Port]:
         """One prompt: check and bind its ports, run it, prove every output arrived."""
         prompt = expand_refs(prompt, lambda uid: self._stored_ref(ctx, uid, object_info))
@@ -139,11 +159,12 @@ class Discomfort:
         bound, extra, stamp = bind_prompt(prompt, ctx, use_ram=use_ram, list_outputs=list_outputs,
                                           ref_outputs=set(recipes))
         prompt_id = await self.Worker.queue(bound, extra)
-        report.prompt_ids.append(prompt_id)
-        bar = _ProgressBar(len(bound), prompt_id) if progress else None
+        record = PromptReport(prompt_id, label, {k: v["class_type"] for k, v in bound.items()})
+        report.prompts.append(record)
+        bar = _ProgressBar(_runnable(bound, object_info), prompt_id) if progress else None
         try:
             await self.Worker.wait(prompt_id, timeout=timeout, history=False,
-                                   on_event=_fan_out(on_event, bar and bar.on_event))
+                                   on_event=_fan_out(record.on_event, on_event, bar and bar.on_event))
         finally:
             if bar:
                 bar.close()
@@ -152,7 +173,7 @@ class Discomfort:
             raise MissingOutputError(f"output port(s) {', '.join(map(repr, late))} wrote nothing in "
                                      f"prompt {prompt_id}: was something upstream muted or bypassed?")
         for uid, recipe in recipes.items():  # only now: a failed run keeps the previous recipe
-            ctx.save(uid, recipe, pass_by="ref")
+            ctx.save(uid, recipe, pass_by="ref", source=recipe_source(recipe))
         return {p.unique_id: p for p in out_ports}
 
     def _capture(self, prompt: dict, in_ports: list[Port], out_ports: list[Port],
@@ -192,23 +213,61 @@ class Discomfort:
         if info["pass_by"] == "ref":
             return prompt
         if "shape" in info:
-            check_value_type(port, _TensorInfo(info["shape"], info["dtype"]))
-            return prompt
+            check_value_type(port, StoredTensor(tuple(info["shape"]), info["dtype"], info["kind"]))
+            return _without_default(prompt, port)
         if info["size"] > SMALL_VALUE:
-            return prompt
+            return _without_default(prompt, port)
         value = ctx.load(port.unique_id)
         check_value_type(port, value)
         if is_scalar_for(port, prompt, object_info, value):
             return inline_value(prompt, port, value)
+        return _without_default(prompt, port)
+
+
+def _without_default(prompt: dict, port: Port) -> dict:
+    """The port reads its stored value: its ``default`` (say, a LoadImage of a file only the
+    editor's machine has) is cut off, so ComfyUI neither validates nor runs it."""
+    node = prompt[port.node_id]
+    if "default" not in node.get("inputs", {}):
         return prompt
+    inputs = {k: v for k, v in node["inputs"].items() if k != "default"}
+    return dict(prompt, **{port.node_id: dict(node, inputs=inputs)})
 
 
-@dataclass
-class _TensorInfo:
-    """A stored tensor's shape and dtype, enough for a type check without loading it."""
+def _runnable(prompt: dict, object_info: dict) -> int:
+    """How many nodes of a prompt can run: the output nodes and their ancestors."""
+    outputs = [nid for nid, node in prompt.items()
+               if (object_info.get(node.get("class_type")) or {}).get("output_node")]
+    needed: set[str] = set()
+    for nid in outputs:
+        needed.update(ancestors(prompt, nid))
+    return len(needed) or len(prompt)
 
-    shape: list
-    dtype: str
+
+def _label(index: int, workflow: Workflow) -> str:
+    return os.path.basename(os.fspath(workflow)) if isinstance(workflow, (str, os.PathLike)) \
+        else f"workflow {index}"
+
+
+def _check_run_args(workflows: Any, iterations: Any, timeout: Any) -> list:
+    """The workflows as a list; a clear error, before anything runs, for arguments of the
+    wrong kind (``iterations=True``, ``timeout=-1`` or NaN, ``workflows=None``...)."""
+    if isinstance(workflows, (str, os.PathLike, dict)):
+        workflows = [workflows]
+    if not isinstance(workflows, (list, tuple)) or not workflows:
+        raise TypeError(f"workflows must be a path, a dict or a non-empty list of them, "
+                        f"not {workflows!r:.80}")
+    for index, workflow in enumerate(workflows):
+        if not isinstance(workflow, (str, os.PathLike, dict)):
+            raise WorkflowError(f"workflow {index} is a {type(workflow).__name__}; each workflow "
+                                "is a path or a dict (a list of workflows is flat)")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ValueError(f"timeout must be a number of seconds > 0, or None for none; "
+                         f"got {timeout!r}")
+    return list(workflows)
 
 
 def _fan_out(*callbacks):
@@ -217,7 +276,7 @@ def _fan_out(*callbacks):
 
 
 class _ProgressBar:
-    """A tqdm bar over a prompt's nodes, fed by its events."""
+    """A tqdm bar over the nodes a prompt can run, fed by its events."""
 
     def __init__(self, total: int, prompt_id: str):
         from tqdm.auto import tqdm
@@ -227,8 +286,10 @@ class _ProgressBar:
     def on_event(self, event: Event) -> None:
         if event.type == "execution_cached":
             self.bar.update(len(event.data.get("nodes", [])))
-        elif event.type == "executing" and event.data.get("node") is not None:
+        elif event.type == "executing" and event.node is not None:
             self.bar.update(1)
+        elif event.type == "execution_success":  # lazy inputs left unevaluated ran nothing
+            self.bar.update(max(self.bar.total - self.bar.n, 0))
 
     def close(self) -> None:
         self.bar.close()

@@ -71,7 +71,8 @@ class ComfyServer:
                  port_range: tuple[int, int] | None = None, cpu: bool = True,
                  extra_args: tuple[str, ...] | list[str] = (), start_timeout: float = 120.0,
                  env: dict[str, str] | None = None, node_packages: list[os.PathLike] = (),
-                 model_paths: dict[str, os.PathLike] | None = None):
+                 model_paths: dict[str, os.PathLike] | None = None,
+                 output_dir: str | os.PathLike | None = None):
         self.comfyui_path = find_comfyui(comfyui_path)
         self.python = python or default_python(self.comfyui_path)
         self.listen = listen
@@ -83,6 +84,7 @@ class ComfyServer:
         self.env = dict(env or {})
         self.node_packages = [Path(p).resolve() for p in node_packages]
         self.model_paths = {k: Path(v).resolve() for k, v in (model_paths or {}).items()}
+        self.output_dir = Path(output_dir).expanduser().resolve() if output_dir else None
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
         self.state_dir: Path | None = None
@@ -97,6 +99,14 @@ class ComfyServer:
     @property
     def log_path(self) -> Path | None:
         return self.state_dir / "comfyui.log" if self.state_dir else None
+
+    @property
+    def output_path(self) -> Path | None:
+        """Where the server's output nodes write: ``output_dir``, else inside its state dir
+        (removed by stop())."""
+        if self.output_dir is not None:
+            return self.output_dir
+        return self.state_dir / "output" if self.state_dir else None
 
     @property
     def pid(self) -> int | None:
@@ -184,6 +194,8 @@ class ComfyServer:
             (nodes_dir / name).symlink_to(source, target_is_directory=True)
         for sub in ("output", "input", "temp", "user"):
             (self.state_dir / sub).mkdir()
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         folders = {folder: [self.state_dir / "models" / folder] for folder in MODEL_FOLDERS}
         for folder, path in self.model_paths.items():
             folders.setdefault(folder, []).insert(0, path)
@@ -203,7 +215,8 @@ class ComfyServer:
         s = self.state_dir
         cmd = [self.python, str(self.comfyui_path / "main.py"),
                "--listen", self.listen, "--port", str(self.port),
-               "--output-directory", str(s / "output"), "--input-directory", str(s / "input"),
+               "--output-directory", str(self.output_path),
+               "--input-directory", str(s / "input"),
                "--temp-directory", str(s / "temp"), "--user-directory", str(s / "user"),
                "--database-url", "sqlite:///:memory:", "--extra-model-paths-config", str(config),
                "--disable-auto-launch"]

@@ -4,10 +4,10 @@ helpers, gathered where a user looks for them. Everything here is pure or local-
 from __future__ import annotations
 
 from .graph import (
-    discover_port_nodes, is_api_format, load_workflow, prune_to_output, stitch_workflows, ui_to_api,
+    add_input_port, add_output_port, discover_port_nodes, is_api_format, load_workflow, prune_to_output, stitch_workflows, ui_to_api,
 )
 from .graph.ports import find_ports
-from .images import open_image_as_tensor, save_comfy_image_to_disk
+from .images import image_to_tensor, open_image_as_tensor, save_comfy_image_to_disk
 
 
 class WorkflowTools:
@@ -18,5 +18,8 @@ class WorkflowTools:
     discover_port_nodes = staticmethod(discover_port_nodes)
     stitch_workflows = staticmethod(stitch_workflows)
     prune_to_output = staticmethod(prune_to_output)
+    add_input_port = staticmethod(add_input_port)
+    add_output_port = staticmethod(add_output_port)
+    image_to_tensor = staticmethod(image_to_tensor)
     open_image_as_tensor = staticmethod(open_image_as_tensor)
     save_comfy_image_to_disk = staticmethod(save_comfy_image_to_disk)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from refs_support import make_compact_upscaler  # tests/ is on sys.path (pytest.ini)
+from sd_support import tiny_checkpoint, tiny_lora
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -25,11 +26,34 @@ _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="discomfort-test-root-"))
 os.environ["DISCOMFORT_ROOT"] = str(_SESSION_ROOT / "store")
 
 
+TINY_CHECKPOINT = "tiny-sd15.safetensors"
+TINY_LORA = "tiny-sd15-lora.safetensors"
+
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
+    """models/{upscale_models,checkpoints,loras}: the tiny upscaler, and the tiny SD
+    checkpoint and LoRA (generated once into the cache, linked here under short names)."""
     root = _SESSION_ROOT / "models"
     make_compact_upscaler(root / "upscale_models" / "tiny-compact-x2.safetensors")
+    for folder, name, made in (("checkpoints", TINY_CHECKPOINT, tiny_checkpoint()),
+                               ("loras", TINY_LORA, tiny_lora())):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        link = root / folder / name
+        if not link.exists():
+            link.symlink_to(made)
     return root
+
+
+@pytest.fixture
+def fresh_checkpoint(model_dir) -> str:
+    """The tiny checkpoint under a name no server has loaded yet: ComfyUI caches loaders by
+    file name, so a count of loader executions starts from zero."""
+    import uuid
+
+    name = f"tiny-sd15-{uuid.uuid4().hex[:8]}.safetensors"
+    (model_dir / "checkpoints" / name).symlink_to(tiny_checkpoint())
+    return name
 
 
 class ServerClient:
@@ -72,7 +96,7 @@ def start_server(model_dir: Path, **kwargs):
     from discomfort.server import ComfyServer
 
     server = ComfyServer(node_packages=[TESTS / "comfy_test_pack"],
-                         model_paths={"upscale_models": model_dir / "upscale_models"}, **kwargs)
+                         model_paths=model_paths(model_dir), **kwargs)
     return server.start()
 
 
@@ -114,10 +138,13 @@ def start_comfy(model_dir):
         server.stop()
 
 
+def model_paths(model_dir: Path) -> dict[str, str]:
+    return {folder: str(model_dir / folder) for folder in ("upscale_models", "checkpoints", "loras")}
+
+
 def app_settings(model_dir: Path) -> dict:
-    """Server settings for a Discomfort with the test pack and the tiny model."""
-    return {"custom_nodes": [str(TESTS / "comfy_test_pack")],
-            "model_paths": {"upscale_models": str(model_dir / "upscale_models")}}
+    """Server settings for a Discomfort with the test pack and the tiny models."""
+    return {"custom_nodes": [str(TESTS / "comfy_test_pack")], "model_paths": model_paths(model_dir)}
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from ..errors import UnknownNodeTypesError, WorkflowError
 from .editor_titles import EDITOR_TITLES
 from .group_nodes import expand_group_nodes
 from .load import is_api_format, is_ui_format
+from .discover import UIGraph, check_port_links
 from .nodedefs import NodeDef, NodeDefs, migrate_widgets_values
 from .text import apply_text_replacements, js_string, resolve_dynamic_prompt
 
@@ -628,6 +629,7 @@ def ui_to_api(workflow: dict, object_info: dict, *, seed: int | None = None,
     if not is_ui_format(workflow):
         raise WorkflowError("not a ComfyUI workflow: expected an editor workflow (nodes and "
                             "links) or an API prompt ({id: {class_type, inputs}})")
+    check_port_links(UIGraph(workflow))
     converter = _Converter(workflow, object_info, rng or random.Random(seed),
                            now or _dt.datetime.now(), choices)
     return converter.convert()

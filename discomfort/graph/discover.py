@@ -176,6 +176,39 @@ def ui_ports(graph: UIGraph) -> list[tuple[str, dict, str]]:
     return ports
 
 
+def check_port_links(graph: UIGraph) -> None:
+    """Every link that leaves an input port must be carried by the input it points at. The
+    editor reads a link from the input's side: a link whose target input does not hold it
+    feeds nothing there, and the widget's own value would run in its place, silently."""
+    ports = {key: node for key, node in graph.nodes.items()
+             if node.get("type") == INPUT_CLASS and (node.get("mode") or 0) not in (MUTED, BYPASS)}
+    for link in graph.links.values():
+        port = ports.get(str(link[1]))
+        if port is None:
+            continue
+        target = graph.node(link[3])
+        inputs = (target.get("inputs") or []) if target else []
+        if any(isinstance(slot, dict) and slot.get("link") == link[0] for slot in inputs):
+            continue
+        where = (f"node {link[3]}, which is not in the workflow" if target is None else
+                 f"input slot {link[4]} of node {link[3]} ({target.get('type')}), "
+                 + _slot_text(inputs, link[4]))
+        raise WorkflowError(
+            f"link {link[0]} from input port {ui_unique_id(port)!r} (node {link[1]}) goes to "
+            f"{where}: the port feeds nothing there. Reconnect the port to that input in the "
+            "editor and save the workflow again")
+
+
+def _slot_text(inputs: list, index: Any) -> str:
+    if not isinstance(index, int) or not 0 <= index < len(inputs) or not isinstance(inputs[index], dict):
+        names = ", ".join(str(s.get("name")) for s in inputs if isinstance(s, dict)) or "none"
+        return f"which has no such input (its inputs: {names})"
+    slot = inputs[index]
+    held = slot.get("link")
+    return (f"'{slot.get('name')}', which holds " + ("no link" if held is None else f"link {held}")
+            + " instead")
+
+
 def check_single_writers(writers: Iterable[tuple[str, Any]]) -> None:
     """Two output ports writing one unique_id in one workflow is an error naming both."""
     seen: dict[str, Any] = {}
@@ -248,6 +281,7 @@ def discover_port_nodes(workflow: str | os.PathLike | dict, object_info: dict | 
     outputs: dict[str, dict] = {}
     if is_ui_format(workflow):
         graph = UIGraph(workflow)
+        check_port_links(graph)
         ports = ui_ports(graph)
         check_single_writers((uid, node.get("id")) for role, node, uid in ports if role == "output")
         for role, node, uid in ports:

@@ -123,9 +123,31 @@ def check_value_type(port: Port, value: Any) -> None:
                             f"{problem}")
 
 
+@dataclass(frozen=True)
+class StoredTensor:
+    """A stored tensor or array as the store describes it: enough for a type check without
+    loading it. ``kind`` is the store's codec kind, ``"torch"`` or ``"numpy"``."""
+
+    shape: tuple
+    dtype: str
+    kind: str = "torch"
+
+
+def _is_numpy(value: Any) -> bool:
+    if isinstance(value, StoredTensor):
+        return value.kind == "numpy"
+    return type(value).__module__ == "numpy"
+
+
 def _type_problem(kind: str, value: Any) -> str | None:
     def tensor_shape(v):
         return tuple(v.shape) if hasattr(v, "shape") and hasattr(v, "dtype") else None
+
+    if kind in ("IMAGE", "MASK", "LATENT"):
+        array = value.get("samples") if kind == "LATENT" and isinstance(value, dict) else value
+        if _is_numpy(array):
+            return ("a numpy array; ComfyUI's nodes take torch tensors: pass it in `inputs` "
+                    "(converted for you) or save torch.from_numpy(array)")
 
     def is_float(v):
         return getattr(v.dtype, "is_floating_point", False) or "float" in str(v.dtype)

@@ -78,6 +78,16 @@ def capture_recipe(prompt: dict, output_port_id: str) -> dict:
     return {"format": FORMAT, "nodes": nodes, "output": [new_ids[str(source[0])], source[1]]}
 
 
+def recipe_source(recipe: dict) -> dict:
+    """What makes a recipe's value, in a line a user can read: the producing node's class,
+    output slot and constant inputs (``{"class_type": "CheckpointLoaderSimple", "slot": 0,
+    "inputs": {"ckpt_name": ...}}``)."""
+    node_id, slot = recipe["output"]
+    node = recipe["nodes"][node_id]
+    constants = {k: v for k, v in node.get("inputs", {}).items() if not is_link(v)}
+    return {"class_type": node["class_type"], "slot": slot, "inputs": constants}
+
+
 def recipe_from_workflow(prompt: dict) -> dict:
     """A workflow saved as a ref: its one output port says what it makes."""
     outputs = [nid for nid, node in prompt.items() if node.get("class_type") == OUTPUT_CLASS]

@@ -19,10 +19,11 @@ import json
 import os
 import re
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..errors import PortTypeError, WorkflowError
+from ..errors import DiscomfortWarning, PortTypeError, WorkflowError
 from .discover import (
     UIGraph, check_single_writers, concrete, discover_port_nodes, merge_types, parse_link,
     ui_ports,
@@ -112,11 +113,32 @@ def stitch_workflows(workflows: Iterable[str | os.PathLike | dict],
         listing = ", ".join(f"{label}: {kind}" for label, kind in zip(labels, formats))
         raise WorkflowError(f"cannot stitch editor workflows with API prompts ({listing}): "
                             "export them all in one format")
+    _warn_about_order(parts, labels)
+    if formats[0] == "API" and object_info is None:
+        warnings.warn("stitching API prompts without object_info: their ports are typed '*', so "
+                      "no join's types were checked; pass object_info=await "
+                      "discomfort.Worker.object_info() to check them", DiscomfortWarning,
+                      stacklevel=2)
     if formats[0] == "editor":
         stitched = _UIStitcher(parts, labels).stitch(delete_input_ports, delete_output_ports)
     else:
         stitched = _stitch_api(parts, labels, delete_input_ports, delete_output_ports, object_info)
     return {"stitched_workflow": stitched, **discover_port_nodes(stitched, object_info, rules)}
+
+
+def _warn_about_order(parts: list[dict], labels: list[str]) -> None:
+    """An input joins only an *earlier* output of its unique_id: one written only by a later
+    part is left unjoined, which is rarely what was meant."""
+    ports = [discover_port_nodes(part) for part in parts]
+    for index, found in enumerate(ports):
+        for uid in found["inputs"]:
+            earlier = any(uid in p["outputs"] for p in ports[:index])
+            later = [labels[j] for j in range(index + 1, len(parts)) if uid in ports[j]["outputs"]]
+            if later and not earlier and uid not in found["outputs"]:
+                warnings.warn(f"input {uid!r} of {labels[index]} is written only by {later[0]}, "
+                              "which comes after it: parts join in the order given, so this "
+                              "input stays unjoined; put the part that writes it first",
+                              DiscomfortWarning, stacklevel=3)
 
 
 # --- API format -----------------------------------------------------------------------------

@@ -150,10 +150,11 @@ class WorkflowContext:
     # --- data operations ------------------------------------------------------------------
 
     def save(self, unique_id: str, data: Any, use_ram: bool = True, pass_by: str = "val",
-             *, stamp: str | None = None) -> None:
+             *, stamp: str | None = None, source: dict | None = None) -> None:
         """Store ``data`` under ``unique_id``: RAM if ``use_ram`` and it fits, else disk.
 
-        ``stamp`` (for output ports) records, in the same write, the prompt that saved it.
+        ``stamp`` (for output ports) records, in the same write, the prompt that saved it;
+        ``source`` (plain JSON) says where a value comes from, for ``get_storage_info``.
         """
         check_unique_id(unique_id)
         if pass_by not in PASS_BY:
@@ -168,6 +169,11 @@ class WorkflowContext:
                 raise TypeError(f"pass_by='ref' data must be plain JSON: {exc}") from None
         else:
             encoded = codec.encode(data)  # pickling errors surface here, before any change
+        if source is not None:
+            try:
+                source = json.loads(json.dumps(source))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"source must be plain JSON: {exc}") from None
         with self._locked() as index:
             old = index["keys"].get(unique_id)
             version = index["seq"] + 1
@@ -180,6 +186,9 @@ class WorkflowContext:
                 entry["digest"] = [version, _digest(encoded.to_bytes())]
             if encoded.shape is not None:
                 entry.update(shape=encoded.shape, dtype=encoded.dtype)
+            entry.pop("source", None)
+            if source is not None:
+                entry["source"] = source
             index["seq"] = version
             index["keys"][unique_id] = entry
             if stamp is not None:
@@ -234,6 +243,8 @@ class WorkflowContext:
                     "pass_by": entry["pass_by"], "version": entry["version"], "kind": entry["kind"]}
             if "shape" in entry:
                 info.update(shape=entry["shape"], dtype=entry["dtype"])
+            if "source" in entry:
+                info["source"] = entry["source"]
             if entry["storage"] == "ram":
                 info["shm_name"] = entry["active"]
             else:
