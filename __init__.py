@@ -5,10 +5,11 @@ reached relatively; no ComfyUI module is imported at import time.
 """
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .nodes.server_hooks import register_routes, start_owner_watchdog
+from .nodes.server_hooks import install_token_check, register_routes, start_owner_watchdog
 
 WEB_DIRECTORY = "./js"
 
+install_token_check()
 register_routes()
 start_owner_watchdog()
 

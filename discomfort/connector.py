@@ -24,12 +24,13 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
 from .errors import (
-    ComfyServerDied, ComfyServerError, ConfigError, ExecutionError, ExecutionInterrupted,
-    PromptValidationError, RunTimeout,
+    ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ConfigError, ExecutionError,
+    ExecutionInterrupted, PromptValidationError, RunTimeout,
 )
 from .jsonfile import read_json_object
 from .report import Event, event_from_message
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
+from .auth import TOKEN_ENV, TOKEN_HEADER, editor_url
 from .server import FINAL_MESSAGES, MODEL_FOLDERS, ComfyServer
 from .store import default_root
 
@@ -53,12 +54,18 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "output_dir": None,         # where SaveImage & co. write (default: the server's temp dir,
                                 # removed at shutdown)
     "allow_remote_ports": False,
+    # A server that answers nothing (no websocket message, no HTTP reply) for this many
+    # seconds is unresponsive: stopped or wedged. A long render still answers, so it is not.
+    "unresponsive_timeout": 30.0,
+    "token": None,              # an attached server's Discomfort token (else $DISCOMFORT_TOKEN)
 }
 LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
 RECONCILE_EVERY = 5             # ... and every this many polls asks /history and /queue
 HISTORY_DEADLINE_S = 10.0       # the history entry is written just after execution_success
 HISTORY_BATCH = 16
 WS_RECONNECT_DEADLINE_S = 60.0
+PROBE_EVERY = 3                 # quiet polls between HTTP probes of a silent server
+INTERRUPT_GRACE_S = 1.5         # how long a timed-out run may spend stopping its prompt
 
 
 def load_connector_config(config_path: str | os.PathLike | None = None, **overrides) -> dict:
@@ -75,6 +82,9 @@ def load_connector_config(config_path: str | os.PathLike | None = None, **overri
             f"listen={config['listen']!r} serves the server beyond this machine, and anyone who "
             "can post a prompt could read or overwrite your run's values through the ports; "
             "set allow_remote_ports: true to accept that")
+    quiet = config["unresponsive_timeout"]
+    if isinstance(quiet, bool) or not isinstance(quiet, (int, float)) or not quiet > 0:
+        raise ConfigError(f"unresponsive_timeout must be a number of seconds > 0, got {quiet!r}")
     port_range = config["port_range"]
     if port_range is not None and (not isinstance(port_range, list) or len(port_range) != 2):
         raise ConfigError(f"port_range must be [low, high], got {port_range!r}")
@@ -117,6 +127,7 @@ class ComfyConnector:
         self._read: list[str] = []  # prompt ids whose history entries are ours to delete
         self._closed = False
         self._start_lock = asyncio.Lock()
+        self._last_heard = 0.0  # loop time of the server's last websocket message or HTTP reply
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -132,6 +143,12 @@ class ComfyConnector:
         return self
 
     @property
+    def editor_url(self) -> str:
+        """Where a browser opens this server's editor (with the token a managed server needs)."""
+        token = self._auth_headers().get(TOKEN_HEADER)
+        return editor_url(self.url, token)
+
+    @property
     def managed(self) -> bool:
         return not self.config["url"]
 
@@ -141,7 +158,11 @@ class ComfyConnector:
             await asyncio.to_thread(server.start)  # on failure it stops, keeping its log
             self.server, self.url = server, server.url
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+            # No total: an upload may take long. But a server that stops answering mid-reply
+            # (or never starts one) is noticed within unresponsive_timeout.
+            quiet = float(self.config["unresponsive_timeout"])
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=quiet, sock_read=quiet))
         if not self.managed:
             await self._check_attached_server()
         if self._reader is None or self._reader.done():
@@ -152,8 +173,19 @@ class ComfyConnector:
             raise ComfyServerError(f"no websocket from {self.url} within 30 s") from None
 
     async def _check_attached_server(self) -> None:
-        """An attached server must answer, have the port nodes, and share our store root."""
-        await self._get("/system_stats")
+        """An attached server must answer, be ComfyUI, have the port nodes, and share our
+        store root."""
+        try:
+            stats = await self._get("/system_stats")
+        except _HTTPError as exc:
+            raise ComfyServerError(
+                f"{self.url} is not a ComfyUI server: GET /system_stats answered HTTP "
+                f"{exc.status} ({exc.content_type or 'no content type'}): {exc.body[:200]!r}; "
+                "give the URL ComfyUI prints at start (http://host:port)") from None
+        if not isinstance(stats, dict) or "system" not in stats:
+            raise ComfyServerError(
+                f"{self.url} is not a ComfyUI server: GET /system_stats answered "
+                f"{str(stats)[:200]!r}, not ComfyUI's system stats")
         try:
             info = await self._get("/discomfort/info")
         except _HTTPError:
@@ -222,16 +254,37 @@ class ComfyConnector:
 
     # --- HTTP -----------------------------------------------------------------------------
 
+    def _auth_headers(self) -> dict[str, str]:
+        token = self.server.token if self.server else \
+            (self.config["token"] or os.environ.get(TOKEN_ENV))
+        return {TOKEN_HEADER: token} if token else {}
+
     async def _request(self, method: str, path: str, body: Any = None, **kwargs) -> Any:
         if self._session is None:
             raise ComfyServerError("this connector is not connected")
         try:
-            async with self._session.request(method, self.url + path, json=body, **kwargs) as response:
+            headers = self._auth_headers()  # per request: a restarted server has a new token
+            async with self._session.request(method, self.url + path, json=body, headers=headers,
+                                             **kwargs) as response:
                 raw = await response.read()
+                if response.status == 401:
+                    raise ComfyServerError(
+                        f"{self.url} refused {method} {path}: it needs its Discomfort token. "
+                        f"Pass token=... to Discomfort.create, or set {TOKEN_ENV} (the value "
+                        "the server was started with)")
                 if response.status >= 400:
-                    raise _HTTPError(response.status, raw)
+                    raise _HTTPError(response.status, raw, response.headers.get("Content-Type", ""))
                 ctype = response.headers.get("Content-Type", "")
+                self._last_heard = asyncio.get_running_loop().time()
                 return json.loads(raw) if raw and "json" in ctype else raw
+        except TimeoutError:
+            if self.server is not None and not self.server.alive():
+                raise self._server_error(f"{method} {path} got no answer") from None
+            raise ComfyServerUnresponsive(
+                f"{self.url} did not answer {method} {path} within "
+                f"{self.config['unresponsive_timeout']:g} s: is the server stopped or hung? "
+                "(unresponsive_timeout sets the bound)",
+                self.server.log_tail() if self.server else "") from None
         except aiohttp.ClientError as exc:
             raise await self._connection_failure(f"{method} {path} failed: {exc}") from exc
 
@@ -319,13 +372,15 @@ class ComfyConnector:
 
     async def events(self, prompt_id: str, timeout: float | None = None) -> AsyncIterator[Event]:
         """Every event of a queued prompt, ending with its final one (success, error or
-        interrupted). Raises if the server dies or ``timeout`` seconds pass."""
+        interrupted). Raises if the server dies, stops answering for
+        ``unresponsive_timeout`` seconds, or ``timeout`` seconds pass."""
         waiter = self._waiters.get(prompt_id)
         if waiter is None:
             raise KeyError(f"prompt {prompt_id} was not queued by this connector")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         quiet_polls = 0
+        self._last_heard = max(self._last_heard, loop.time())
         try:
             while True:
                 wait_s = LIVENESS_POLL_S if deadline is None else min(LIVENESS_POLL_S, max(deadline - loop.time(), 0))
@@ -334,17 +389,20 @@ class ComfyConnector:
                         event = await waiter.get()
                 except TimeoutError:
                     if deadline is not None and loop.time() >= deadline:
-                        await self.interrupt(prompt_id)
+                        await self._stop_quietly(prompt_id)
                         raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s; "
                                          "it was interrupted") from None
                     quiet_polls += 1
-                    event = await self._check_liveness(prompt_id, reconcile=quiet_polls % RECONCILE_EVERY == 0)
+                    event = await self._within(deadline, self._check_liveness(
+                        prompt_id, probe=quiet_polls % PROBE_EVERY == 0,
+                        reconcile=quiet_polls % RECONCILE_EVERY == 0))
                     if event is None:
                         continue
                 if event.type == "_closed":
                     raise ComfyServerError("the connector was shut down while waiting")
                 if event.type == "_disconnected":
-                    event = await self._check_liveness(prompt_id, reconcile=False)
+                    event = await self._within(deadline, self._check_liveness(
+                        prompt_id, probe=False, reconcile=False))
                     if event is None:
                         continue
                 quiet_polls = 0
@@ -353,6 +411,29 @@ class ComfyConnector:
                     return
         finally:
             self._unregister(prompt_id)
+
+    @staticmethod
+    async def _within(deadline: float | None, awaitable):
+        """``awaitable``, cut short at the run's deadline (the liveness poll then sees it)."""
+        if deadline is None:
+            return await awaitable
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                return await awaitable
+        except TimeoutError:
+            if scope.expired():
+                return None
+            raise
+
+    async def _stop_quietly(self, prompt_id: str) -> None:
+        """Best effort, briefly: a timed-out run stops its prompt, but a server that does not
+        answer must not hold the caller past its deadline."""
+        try:
+            async with asyncio.timeout(INTERRUPT_GRACE_S):
+                await self.interrupt(prompt_id)
+        except (TimeoutError, ComfyServerError) as exc:  # either way: the caller's deadline first
+            log.warning("discomfort: could not interrupt prompt %s: %s", prompt_id, exc)
 
     async def wait(self, prompt_id: str, timeout: float | None = None,
                    on_event: Callable[[Event], None] | None = None, history: bool = True) -> dict | None:
@@ -394,12 +475,23 @@ class ComfyConnector:
             batch, self._read = self._read, []
             await self._post("/history", {"delete": batch})
 
-    async def _check_liveness(self, prompt_id: str, reconcile: bool) -> Event | None:
-        """Raise if the server died; with ``reconcile``, recover events lost while the
-        websocket was down from /history, and notice a prompt that vanished."""
+    async def _check_liveness(self, prompt_id: str, probe: bool, reconcile: bool) -> Event | None:
+        """Raise if the server died or stopped answering; with ``probe``, ask a silent server
+        whether it still answers; with ``reconcile`` (or after a disconnect), recover events
+        lost while the websocket was down from /history, and notice a prompt that vanished."""
         if self.server is not None and not self.server.alive():
             raise ComfyServerDied("the ComfyUI server died while running a prompt", self.server.log_tail())
+        loop = asyncio.get_running_loop()
+        quiet = float(self.config["unresponsive_timeout"])
+        if loop.time() - self._last_heard > quiet:
+            raise ComfyServerUnresponsive(
+                f"{self.url} has answered nothing for {quiet:g} s (no websocket message, no "
+                f"HTTP reply) while prompt {prompt_id} waited: is the server stopped or hung? "
+                "(unresponsive_timeout sets the bound)",
+                self.server.log_tail() if self.server else "")
         if not reconcile and self._connected.is_set():
+            if probe and loop.time() - self._last_heard > LIVENESS_POLL_S * PROBE_EVERY:
+                await self._probe()
             return None
         try:
             entry = (await self._get(f"/history/{prompt_id}")).get(prompt_id)
@@ -408,6 +500,8 @@ class ComfyConnector:
                 if kind in FINAL_MESSAGES:
                     return event_from_message({"type": kind, "data": data}) or Event(kind, data)
             queue = await self._get("/queue")
+        except ComfyServerUnresponsive:
+            return None  # the next poll decides, on the whole quiet time
         except ComfyServerError:
             if self.server is not None and not self.server.alive():
                 raise ComfyServerDied("the ComfyUI server died while running a prompt",
@@ -418,6 +512,14 @@ class ComfyConnector:
             raise ComfyServerError(f"prompt {prompt_id} is neither queued nor in the history: "
                                    "the server lost it (was it restarted or its queue cleared?)")
         return None
+
+    async def _probe(self) -> None:
+        """One small request that a live server answers at once, even mid-render."""
+        try:
+            await self._request("GET", "/prompt", timeout=aiohttp.ClientTimeout(
+                total=LIVENESS_POLL_S * PROBE_EVERY))
+        except ComfyServerUnresponsive:
+            pass
 
     # --- interrupt, uploads, files --------------------------------------------------------
 
@@ -516,10 +618,12 @@ class ComfyConnector:
             try:
                 # No compression: the server is near, and inflating every message costs CPU.
                 async with ws_connect(ws_url, max_size=None, open_timeout=10, ping_interval=20,
-                                      ping_timeout=60, compression=None) as ws:
+                                      ping_timeout=60, compression=None,
+                                      additional_headers=self._auth_headers()) as ws:
                     self._connected.set()
                     gave_up_at, delay = None, 0.1
                     async for message in ws:
+                        self._last_heard = loop.time()
                         if isinstance(message, str):
                             self._route(json.loads(message))
             except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
@@ -550,8 +654,8 @@ class ComfyConnector:
 
 
 class _HTTPError(ComfyServerError):
-    def __init__(self, status: int, body: bytes):
-        self.status, self.body = status, body
+    def __init__(self, status: int, body: bytes, content_type: str = ""):
+        self.status, self.body, self.content_type = status, body, content_type
         super().__init__(f"HTTP {status}: {body[:300]!r}")
 
     def json(self) -> Any:

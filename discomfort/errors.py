@@ -111,6 +111,11 @@ class UnknownNodeTypesError(WorkflowError):
 
 # --- running prompts ----------------------------------------------------------------------
 
+class ComfyServerUnresponsive(ComfyServerError, TimeoutError):
+    """The server's process lives but it answers nothing (stopped, or its event loop wedged):
+    no websocket message and no HTTP answer for ``unresponsive_timeout`` seconds."""
+
+
 class ComfyServerDied(ComfyServerError):
     """The managed server died while we waited on it (the next call starts a fresh one)."""
 

@@ -6,6 +6,7 @@ the server, the graph core converts and inspects workflows, the context holds th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -14,8 +15,9 @@ from typing import Any, Callable, Sequence
 
 from .binding import bind_prompt
 from .connector import ComfyConnector
-from .errors import MissingInputsError, MissingOutputError, WorkflowError
+from .errors import MissingInputsError, MissingOutputError, RunTimeout, WorkflowError
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
+from .graph.discover import check_acyclic
 from .graph.pass_by import load_rules, pass_by_for
 from .graph.ports import (
     Port, StoredTensor, check_value_type, consumers, find_ports, inline_value, is_scalar_for,
@@ -83,6 +85,7 @@ class Discomfort:
         sources = _check_run_args(workflows, iterations, timeout)
         loaded = [load_workflow(w) for w in sources]  # a malformed file fails before anything runs
         labels = [_label(i, w) for i, w in enumerate(sources)]
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         object_info = await self.Worker.object_info()
         rng = random.Random(seed)
         report = self.last_run = RunReport(seed=seed)
@@ -103,7 +106,7 @@ class Discomfort:
                         prompts[index] = self._to_prompt(workflow, object_info, rng, choices[index])
                     report.dynamic_prompts.append(choices[index])
                     written = await self._run_prompt(prompts[index], labels[index], ctx, object_info,
-                                                     use_ram, timeout, progress, on_event, report)
+                                                     use_ram, deadline, progress, on_event, report)
                     outputs.update(written)
                     if not fixed_seeds and not is_api_format(workflow) and iteration + 1 < iterations:
                         loaded[index], changes = advance_controlled_widgets(workflow, object_info, rng)
@@ -136,13 +139,15 @@ class Discomfort:
     def _to_prompt(workflow: dict, object_info: dict, rng: random.Random, choices: list) -> dict:
         if is_api_format(workflow):
             check_node_types(workflow, object_info)
+            check_acyclic(workflow)
             return workflow
         return ui_to_api(workflow, object_info, rng=rng, choices=choices)
 
     async def _run_prompt(self, prompt: dict, label: str, ctx: WorkflowContext, object_info: dict,
-                          use_ram: bool, timeout: float | None, progress: bool,
+                          use_ram: bool, deadline: float | None, progress: bool,
                           on_event: Callable[[Event], None] | None, report: RunReport) -> dict[str, Port]:
-        """One prompt: check and bind its ports, run it, prove every output arrived."""
+        """One prompt: check and bind its ports, run it (within the run's ``deadline``, a loop
+        time), prove every output arrived."""
         prompt = expand_refs(prompt, lambda uid: self._stored_ref(ctx, uid, object_info))
         in_ports, out_ports = find_ports(prompt, object_info)
         # An input port that feeds nothing never runs (say, one a stitch joined): no value needed.
@@ -158,11 +163,20 @@ class Discomfort:
         list_outputs = {p.unique_id for p in out_ports if p.is_list}
         bound, extra, stamp = bind_prompt(prompt, ctx, use_ram=use_ram, list_outputs=list_outputs,
                                           ref_outputs=set(recipes))
-        prompt_id = await self.Worker.queue(bound, extra)
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                prompt_id = await self.Worker.queue(bound, extra)
+        except TimeoutError:
+            if not scope.expired():  # the server's own silence: ComfyServerUnresponsive
+                raise
+            raise RunTimeout("the run's timeout ran out while the server took the prompt "
+                             "(is it stopped or hung?)") from None
         record = PromptReport(prompt_id, label, {k: v["class_type"] for k, v in bound.items()})
         report.prompts.append(record)
         bar = _ProgressBar(_runnable(bound, object_info), prompt_id) if progress else None
         try:
+            timeout = None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0.001)
             await self.Worker.wait(prompt_id, timeout=timeout, history=False,
                                    on_event=_fan_out(record.on_event, on_event, bar and bar.on_event))
         finally:

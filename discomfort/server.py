@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from . import __version__
+from .auth import TOKEN_ENV, TOKEN_FILE_ENV, TOKEN_HEADER, editor_url, new_token
 from .errors import ComfyServerError, ComfyStartError
 from .locate import default_python, find_comfyui, node_package_root
 from .store import default_root
@@ -54,10 +55,14 @@ def free_port(host: str = "127.0.0.1", port_range: tuple[int, int] | None = None
     raise ComfyStartError(f"no free port in {port_range[0]}-{port_range[1]} on {host}")
 
 
-def http_json(url: str, body: dict | None = None, timeout: float = 10.0):
-    """GET (or POST ``body``) and decode JSON; HTTP errors raise ``urllib.error.HTTPError``."""
+def http_json(url: str, body: dict | None = None, timeout: float = 10.0, token: str | None = None):
+    """GET (or POST ``body``) and decode JSON; HTTP errors raise ``urllib.error.HTTPError``.
+    ``token``: the server's Discomfort token, sent as its header."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers[TOKEN_HEADER] = token
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
@@ -72,7 +77,7 @@ class ComfyServer:
                  extra_args: tuple[str, ...] | list[str] = (), start_timeout: float = 120.0,
                  env: dict[str, str] | None = None, node_packages: list[os.PathLike] = (),
                  model_paths: dict[str, os.PathLike] | None = None,
-                 output_dir: str | os.PathLike | None = None):
+                 output_dir: str | os.PathLike | None = None, token: str | None = None):
         self.comfyui_path = find_comfyui(comfyui_path)
         self.python = python or default_python(self.comfyui_path)
         self.listen = listen
@@ -85,6 +90,8 @@ class ComfyServer:
         self.node_packages = [Path(p).resolve() for p in node_packages]
         self.model_paths = {k: Path(v).resolve() for k, v in (model_paths or {}).items()}
         self.output_dir = Path(output_dir).expanduser().resolve() if output_dir else None
+        # The server is its owner's: every request must carry this (discomfort/auth.py).
+        self.token = token or new_token()
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
         self.state_dir: Path | None = None
@@ -95,6 +102,15 @@ class ComfyServer:
     def url(self) -> str:
         host = "127.0.0.1" if self.listen in ("0.0.0.0", "") else self.listen
         return f"http://{host}:{self.port}"
+
+    @property
+    def editor_url(self) -> str:
+        """Open this in a browser to use the editor (it trades the token for a cookie)."""
+        return editor_url(self.url, self.token)
+
+    def request(self, path: str, body: dict | None = None, timeout: float = 10.0):
+        """GET (or POST ``body``) one of the server's routes, with its token."""
+        return http_json(self.url + path, body, timeout, self.token)
 
     @property
     def log_path(self) -> Path | None:
@@ -152,14 +168,14 @@ class ComfyServer:
         prompt_id = uuid.uuid4().hex  # ours, so we never miss a prompt that finishes fast
         body = {"prompt": prompt, "extra_data": extra_data or {}, "prompt_id": prompt_id}
         try:
-            reply = http_json(self.url + "/prompt", body)
+            reply = self.request("/prompt", body)
         except urllib.error.HTTPError as exc:
             raise ComfyServerError(f"the server refused the prompt: {exc.read().decode()[:2000]}") from None
         if reply.get("node_errors"):
             raise ComfyServerError(f"the server refused part of the prompt: {reply['node_errors']}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            entry = http_json(f"{self.url}/history/{prompt_id}").get(prompt_id)
+            entry = self.request(f"/history/{prompt_id}").get(prompt_id)
             messages = entry["status"]["messages"] if entry else []
             if messages and messages[-1][0] in FINAL_MESSAGES:
                 return entry
@@ -231,7 +247,9 @@ class ComfyServer:
         pid, started = me()
         env = dict(os.environ, PYTHONUNBUFFERED="1", DISCOMFORT_ROOT=str(default_root()),
                    DISCOMFORT_OWNER_PID=str(pid), DISCOMFORT_OWNER_START=str(started))
+        env.pop(TOKEN_FILE_ENV, None)
         env.update(self.env)
+        env[TOKEN_ENV] = self.token  # never the caller's own: this server's secret
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self._command(config), cwd=self.comfyui_path, env=env, stdin=subprocess.DEVNULL,
@@ -245,7 +263,7 @@ class ComfyServer:
                     "ComfyUI exited while starting "
                     f"(log: {self.log_path})", self.log_tail())
             try:
-                http_json(self.url + "/system_stats", timeout=2)
+                self.request("/system_stats", timeout=2)
                 break
             except (OSError, ValueError):
                 pass
@@ -258,7 +276,7 @@ class ComfyServer:
 
     def _check_handshake(self) -> None:
         try:
-            info = http_json(self.url + "/discomfort/info", timeout=5)
+            info = self.request("/discomfort/info", timeout=5)
         except urllib.error.HTTPError as exc:
             raise ComfyStartError(
                 f"ComfyUI runs but the Discomfort nodes did not load (GET /discomfort/info: "

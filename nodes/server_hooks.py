@@ -2,7 +2,9 @@
 
 - ``GET /discomfort/info``: the handshake a connector checks before it trusts the server (the
   store root both sides must share, and the versions);
-- a watchdog that stops a managed server when the process that started it is gone.
+- a watchdog that stops a managed server when the process that started it is gone;
+- when the server was given a token (a managed server always is), a middleware that refuses
+  every request without it, ComfyUI's own routes included (``discomfort/auth.py``).
 
 Both reach ComfyUI only through objects already loaded in the server process: importing this
 module elsewhere has no side effects.
@@ -19,6 +21,7 @@ import threading
 import time
 
 from ..discomfort import __version__
+from ..discomfort import auth
 from ..discomfort.store import default_root
 from ..discomfort.store.procs import alive
 
@@ -42,9 +45,43 @@ def server_info() -> dict:
     }
 
 
-def register_routes() -> bool:
+def _prompt_server():
     server_module = sys.modules.get("server")
-    prompt_server = getattr(getattr(server_module, "PromptServer", None), "instance", None)
+    return getattr(getattr(server_module, "PromptServer", None), "instance", None)
+
+
+def install_token_check() -> bool:
+    """Refuse (401) every request that lacks the server's token. ComfyUI builds its app before
+    it loads custom nodes and freezes it only when it starts serving, so the middleware can
+    still be added here; it goes first, before any of ComfyUI's own."""
+    prompt_server = _prompt_server()
+    token = auth.server_token()
+    if prompt_server is None or token is None:
+        return False
+    from aiohttp import web
+
+    @web.middleware
+    async def require_token(request, handler):
+        given = request.query.get(auth.TOKEN_QUERY)
+        if given is not None and auth.matches(given, token) and request.method == "GET":
+            # The editor's way in: trade the query for a cookie, and drop it from the address.
+            query = {k: v for k, v in request.query.items() if k != auth.TOKEN_QUERY}
+            response = web.HTTPFound(request.rel_url.with_query(query))
+            response.set_cookie(auth.TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
+            return response
+        if not auth.request_allowed(token, request.headers, request.cookies):
+            return web.json_response({"error": "this ComfyUI server is private to the process "
+                                      "that started it: send its Discomfort token "
+                                      f"({auth.TOKEN_HEADER} header), or open the editor "
+                                      f"at /?{auth.TOKEN_QUERY}=<token>"}, status=401)
+        return await handler(request)
+
+    prompt_server.app.middlewares.insert(0, require_token)
+    return True
+
+
+def register_routes() -> bool:
+    prompt_server = _prompt_server()
     if prompt_server is None:
         return False
     from aiohttp import web

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import zipfile
 
-from discomfort.server import ComfyServer, http_json
+from discomfort.server import ComfyServer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "conversion"
@@ -122,18 +122,18 @@ def expectation(result: dict) -> dict:
     return result["output"]
 
 
-async def generate(url: str, files: list[pathlib.Path]) -> None:
+async def generate(server: ComfyServer, files: list[pathlib.Path]) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()
-            await page.goto(url + "/", wait_until="load")
+            await page.goto(server.editor_url, wait_until="load")  # the token, as a cookie
             await page.wait_for_function(
                 "window.app && window.app.graph && window.LiteGraph && "
                 "'KSampler' in window.LiteGraph.registered_node_types", timeout=60000)
-            await write_titles(page, url)
+            await write_titles(page, server)
             for path in files:
                 workflow = json.loads(path.read_text())
                 result = await page.evaluate(CONVERT_JS, workflow)
@@ -146,13 +146,13 @@ async def generate(url: str, files: list[pathlib.Path]) -> None:
             await browser.close()
 
 
-async def write_titles(page, url: str) -> None:
+async def write_titles(page, server: ComfyServer) -> None:
     """The editor titles new nodes with its own English display names, which sometimes differ
     from the server's: record those differences for the converter's ``_meta.title``."""
     titles = await page.evaluate(
         "Object.fromEntries(Object.entries(window.LiteGraph.registered_node_types)"
         ".map(([k, v]) => [k, v.title]))")
-    object_info = http_json(url + "/object_info", timeout=30)
+    object_info = server.request("/object_info", timeout=30)
     differ = {name: titles[name] for name in sorted(object_info) if name in titles
               and titles[name] != (object_info[name].get("display_name") or name)}
     lines = [f"    {name!r}: {title!r}," for name, title in differ.items()]
@@ -175,7 +175,7 @@ def main() -> None:
     if not files:
         raise SystemExit("no workflow to convert")
     with ComfyServer() as server:  # the library's managed server: headless, its own group
-        asyncio.run(generate(server.url, files))
+        asyncio.run(generate(server, files))
 
 
 if __name__ == "__main__":

@@ -67,9 +67,10 @@ class ServerClient:
         return self.server.url
 
     def get(self, path: str):
-        from discomfort.server import http_json
+        return self.server.request(path)
 
-        return http_json(self.url + path)
+    def post(self, path: str, body: dict):
+        return self.server.request(path, body)
 
     def run(self, prompt: dict, context=None, timeout: float = 60.0) -> dict:
         """Queue ``prompt`` (bound to ``context`` if given); return its history entry."""

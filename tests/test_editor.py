@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,22 +57,17 @@ def browser():
             browser.close()
 
 
-def _post_setting(url: str, name: str, value) -> None:
-    request = urllib.request.Request(f"{url}/api/settings/{name}", data=json.dumps(value).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(request, timeout=10).read()
-
-
-def open_editor(url: str, browser):
-    """A fresh browser context on the editor: no first-run templates dialog, no banner."""
-    _post_setting(url, "Comfy.TutorialCompleted", True)
+def open_editor(server, browser):
+    """A fresh browser context on the editor: no first-run templates dialog, no banner. The
+    server is its owner's: the page opens with its token (which becomes a cookie)."""
+    server.request("/api/settings/Comfy.TutorialCompleted", True)
     context = browser.new_context(viewport={"width": 1400, "height": 800})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
     context.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url)
+    page.goto(server.editor_url)
     page.wait_for_function("window.app && window.app.graph && window.discomfortEditor",
                            timeout=60_000)
     page.page_errors = errors
@@ -83,7 +77,7 @@ def open_editor(url: str, browser):
 @pytest.fixture(scope="module")
 def page(comfy, browser):
     """One editor page shared by the module's tests (each loads its own workflow)."""
-    page = open_editor(comfy.url, browser)
+    page = open_editor(comfy.server, browser)
     try:
         yield page
     finally:
@@ -331,7 +325,7 @@ def test_screenshot(comfy, browser, tmp_path):
     """The README's screenshot. Taken on every run; written to docs/images/editor.png only
     with DISCOMFORT_UPDATE_SCREENSHOT=1, so a test run leaves the checkout as it was."""
     shot = SCREENSHOT if os.environ.get("DISCOMFORT_UPDATE_SCREENSHOT") == "1" else tmp_path / "editor.png"
-    page = open_editor(comfy.url, browser)  # a page of its own: one workflow tab
+    page = open_editor(comfy.server, browser)  # a page of its own: one workflow tab
     load(page, KALEIDOSCOPE)
     page.evaluate("() => app.extensionManager.toast?.removeAll?.()")
     page.keyboard.press("Escape")

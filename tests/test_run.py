@@ -285,7 +285,7 @@ async def test_randomized_seeds_change_per_iteration_as_in_the_editor(app):
 async def test_attach_to_a_running_server_by_url(comfy):
     from discomfort import ComfyConnector
 
-    async with await ComfyConnector.create(url=comfy.url) as worker:
+    async with await ComfyConnector.create(url=comfy.url, token=comfy.server.token) as worker:
         assert not worker.managed and worker.server is None
         attached = Discomfort(worker)
         result = await attached.run(LENGTH, inputs={"text": "attached"}, progress=False)
@@ -301,7 +301,7 @@ async def test_attaching_to_a_server_with_another_store_root_says_how_to_fix_it(
 
     monkeypatch.setenv("DISCOMFORT_ROOT", str(tmp_path / "elsewhere"))
     with pytest.raises(ComfyServerError, match="DISCOMFORT_ROOT="):
-        await ComfyConnector.create(url=comfy.url)
+        await ComfyConnector.create(url=comfy.url, token=comfy.server.token)
 
 
 async def test_partly_invalid_prompts_are_refused_not_half_run(app):

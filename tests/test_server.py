@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from discomfort.errors import ComfyStartError
-from discomfort.server import ComfyServer, http_json
+from discomfort.server import ComfyServer
 
 pytestmark = pytest.mark.server
 
@@ -55,10 +55,10 @@ def test_the_test_pack_sleeps_and_honours_interrupt(comfy):
 
     def interrupt_when_running():
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not http_json(comfy.url + "/queue")["queue_running"]:
+        while time.monotonic() < deadline and not comfy.get("/queue")["queue_running"]:
             time.sleep(0.05)
         time.sleep(0.3)
-        http_json(comfy.url + "/interrupt", {})
+        comfy.post("/interrupt", {})
 
     threading.Thread(target=interrupt_when_running, daemon=True).start()
     started = time.monotonic()

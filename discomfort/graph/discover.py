@@ -247,6 +247,26 @@ def topological_order(node_ids: Iterable[Any], edges: Iterable[tuple[Any, Any]])
     return order
 
 
+def check_acyclic(prompt: dict) -> None:
+    """An API prompt whose links loop: ComfyUI says only "Prompt outputs failed validation";
+    name the nodes of the loop instead."""
+    feeds = {str(k): {str(v[0]) for v in (n.get("inputs") or {}).values()
+                      if is_link(v) and str(v[0]) in prompt} for k, n in prompt.items()}
+    loop = set(feeds)
+    while True:  # peel off nodes fed by nothing in the set, then nodes feeding nothing in it
+        fed = {k for k in loop if feeds[k] & loop}
+        feeding = {src for k in loop for src in feeds[k] & loop}
+        kept = fed & feeding
+        if kept == loop:
+            break
+        loop = kept
+    if loop:
+        names = ", ".join(f"{k} ({prompt[k].get('class_type')})" for k in sorted(loop, key=id_key))
+        raise WorkflowError(f"the prompt's links form a loop through nodes {names}: a prompt "
+                            "cannot feed a node's output back into it; break the loop, or "
+                            "carry the value from one run to the next through a port pair")
+
+
 # --- public ----------------------------------------------------------------------------------
 
 def _entry(table: dict, uid: str, node_id: Any, kind: str) -> None:

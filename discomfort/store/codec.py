@@ -63,20 +63,40 @@ def encode(value: Any, as_json: bool = False) -> Encoded:
         body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
         return Encoded(_header({"kind": "json"}, len(body)), memoryview(body), "json")
     if _is_torch_tensor(value):
-        tensor = value.detach().cpu().contiguous()
+        tensor = _strided_copy(value)
         raw = tensor.reshape(-1).view(_torch().uint8).numpy() if tensor.numel() else np.empty(0, np.uint8)
         meta = {"kind": "torch", "dtype": str(tensor.dtype).removeprefix("torch."),
                 "shape": list(tensor.shape)}
+        if value.requires_grad:
+            meta["grad"] = True  # the flag comes back; the graph that made the value does not
         return Encoded(_header(meta, raw.nbytes), memoryview(raw), "torch", tensor,
                        meta["shape"], meta["dtype"])
     if type(value) is np.ndarray and not value.dtype.hasobject and value.dtype.fields is None:
-        array = np.ascontiguousarray(value)
+        # (np.ascontiguousarray would make a 0-d array 1-d)
+        array = value if value.flags.c_contiguous else np.ascontiguousarray(value)
         raw = array.reshape(-1).view(np.uint8)
         meta = {"kind": "numpy", "dtype": array.dtype.str, "shape": list(array.shape)}
         return Encoded(_header(meta, raw.nbytes), memoryview(raw), "numpy", array,
                        meta["shape"], str(array.dtype))
     body = cloudpickle.dumps(value, protocol=5)
     return Encoded(_header({"kind": "pickle"}, len(body)), memoryview(body), "pickle")
+
+
+def _strided_copy(value):
+    """A plain dense CPU tensor with the same values: sparse layouts become dense (lossless),
+    lazy conjugate and negative views are resolved. A quantized or data-less (meta) tensor is
+    refused before anything is stored."""
+    torch = _torch()
+    if value.is_quantized:
+        raise TypeError("a quantized tensor cannot be stored as it is: save tensor.dequantize() "
+                        "(floats), or tensor.int_repr() with its q_scale() and q_zero_point()")
+    if value.is_meta:
+        raise TypeError("a tensor on the 'meta' device has no data to store")
+    tensor = value.detach()
+    if tensor.layout != torch.strided:  # COO, CSR, CSC, BSR...: loads back dense
+        tensor = tensor.to_dense()
+    tensor = tensor.resolve_conj().resolve_neg()
+    return tensor.cpu().contiguous()
 
 
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)
@@ -119,7 +139,7 @@ def decode(buf) -> Any:
         out = torch.empty(meta["shape"], dtype=getattr(torch, meta["dtype"]))
         if n:
             np.copyto(out.reshape(-1).view(torch.uint8).numpy(), src)
-        return out
+        return out.requires_grad_() if meta.get("grad") else out
     if kind == "numpy":
         out = np.empty(meta["shape"], dtype=np.dtype(meta["dtype"]))
         np.copyto(out.reshape(-1).view(np.uint8), src)
