@@ -91,6 +91,21 @@ def load_connector_config(config_path: str | os.PathLike | None = None, **overri
     return config
 
 
+def cache_mode(argv: list) -> str:
+    """How a server caches node results, from its command line (``/system_stats`` argv):
+    ``"lru N"``, ``"ram"``, ``"classic"``, ``"none"``, or ``"default"`` (classic up to
+    ComfyUI 0.3.x, RAM-pressure in later ones)."""
+    args = [str(a) for a in argv]
+    for index, arg in enumerate(args):
+        flag, _, value = arg.partition("=")
+        if flag == "--cache-lru":
+            value = value or (args[index + 1] if index + 1 < len(args) else "0")
+            return f"lru {value}" if value.isdigit() and int(value) > 0 else "classic"
+        if flag in ("--cache-ram", "--cache-classic", "--cache-none"):
+            return flag.removeprefix("--cache-")
+    return "default"
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -128,6 +143,7 @@ class ComfyConnector:
         self._closed = False
         self._start_lock = asyncio.Lock()
         self._last_heard = 0.0  # loop time of the server's last websocket message or HTTP reply
+        self.cache_mode: str | None = None  # how the server caches, from its command line
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -157,6 +173,7 @@ class ComfyConnector:
             server = self._new_server()
             await asyncio.to_thread(server.start)  # on failure it stops, keeping its log
             self.server, self.url = server, server.url
+            self.cache_mode = cache_mode(server.extra_args)
         if self._session is None:
             # No total: an upload may take long. But a server that stops answering mid-reply
             # (or never starts one) is noticed within unresponsive_timeout.
@@ -191,6 +208,13 @@ class ComfyConnector:
         except _HTTPError:
             raise ComfyServerError(f"{self.url} runs ComfyUI without the Discomfort nodes: install "
                                    "this package into its custom_nodes and restart it") from None
+        self.cache_mode = cache_mode(stats["system"].get("argv") or [])
+        if not self.cache_mode.startswith("lru"):
+            log.warning(
+                "discomfort: %s runs with the %s cache: a model kept by reference can be evicted "
+                "and loaded again between runs (discomfort.last_run.executions("
+                "'CheckpointLoaderSimple') counts it); start that server with --cache-lru 32 to "
+                "keep models loaded", self.url, self.cache_mode)
         if info.get("root") != str(default_root()):
             raise ComfyServerError(
                 f"{self.url} keeps runs under {info.get('root')}, this process under "
@@ -342,7 +366,7 @@ class ComfyConnector:
     async def queue(self, prompt: dict, extra_data: dict | None = None) -> str:
         """Post an API prompt; return its id. Validation failures raise PromptValidationError."""
         await self._ensure_running()
-        prompt_id = uuid.uuid4().hex
+        prompt_id = str(uuid.uuid4())  # canonical form: newer servers refuse others
         self._waiters[prompt_id] = asyncio.Queue()  # before the POST: events may beat its reply
         self._class_types[prompt_id] = {str(k): str(v.get("class_type")) for k, v in prompt.items()}
         body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,

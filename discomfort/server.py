@@ -165,7 +165,7 @@ class ComfyServer:
         """Queue an API prompt and wait for its history entry (a plain, synchronous helper;
         the async connector is the full client). Raises if the server refuses the prompt,
         dies, or the prompt does not finish within ``timeout`` seconds."""
-        prompt_id = uuid.uuid4().hex  # ours, so we never miss a prompt that finishes fast
+        prompt_id = str(uuid.uuid4())  # ours (canonical: newer servers refuse others)
         body = {"prompt": prompt, "extra_data": extra_data or {}, "prompt_id": prompt_id}
         try:
             reply = self.request("/prompt", body)
@@ -203,8 +203,11 @@ class ComfyServer:
     def _write_paths_config(self) -> Path:
         nodes_dir = self.state_dir / "custom_nodes"
         nodes_dir.mkdir()
-        package = node_package_root()
-        links = [] if package.parent.resolve() == (self.comfyui_path / "custom_nodes").resolve() else [package]
+        package = node_package_root(build_in=self.state_dir)
+        # Exactly one copy of the nodes: none of ours if the ComfyUI's own custom_nodes has it.
+        own = self.comfyui_path / "custom_nodes"
+        present = {p.resolve() for p in own.iterdir()} if own.is_dir() else set()
+        links = [] if package.resolve() in present else [package]
         for source in links + self.node_packages:
             name = "discomfort" if source == package else source.name
             (nodes_dir / name).symlink_to(source, target_is_directory=True)

@@ -186,3 +186,20 @@ def test_the_cli_writes_the_image(tmp_path, model_dir):
     from discomfort.images import open_image_as_tensor
 
     assert open_image_as_tensor(out / "image.png").shape == (1, 64, 64, 3)
+
+
+def test_cache_modes_read_from_a_command_line():
+    from discomfort.connector import cache_mode
+
+    assert cache_mode(["main.py", "--cache-lru", "32"]) == "lru 32"
+    assert cache_mode(["main.py", "--cache-lru=0"]) == "classic"
+    assert cache_mode(["main.py", "--cache-ram", "6"]) == "ram"
+    assert cache_mode(["main.py", "--listen"]) == "default"
+
+
+async def test_an_attached_server_that_may_evict_models_is_named_once(comfy, app, caplog):
+    assert app.Worker.cache_mode == "lru 32"  # a managed server keeps models loaded
+    async with await Discomfort.create(url=comfy.url, token=comfy.server.token) as attached:
+        assert attached.Worker.cache_mode == "default"  # started without a --cache flag
+    warnings = [r.getMessage() for r in caplog.records if "cache" in r.getMessage()]
+    assert len(warnings) == 1 and "can be evicted" in warnings[0] and comfy.url in warnings[0]

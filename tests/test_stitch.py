@@ -15,6 +15,9 @@ from discomfort.graph.pass_by import DEFAULT_RULES, load_rules, pass_by_for
 from discomfort.graph.ports import is_link
 from discomfort.graph.stitch import stitch_workflows
 
+# These tests stitch API prompts without object_info on purpose (the warning has its own test).
+pytestmark = pytest.mark.filterwarnings("ignore::discomfort.errors.DiscomfortWarning")
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 STITCH = FIXTURES / "stitch"
 OBJECT_INFO = json.loads((FIXTURES / "object_info.json").read_text())
