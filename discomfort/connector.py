@@ -413,7 +413,7 @@ class ComfyConnector:
                         event = await waiter.get()
                 except TimeoutError:
                     if deadline is not None and loop.time() >= deadline:
-                        await self._stop_quietly(prompt_id)
+                        await self.abandon(prompt_id)
                         raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s; "
                                          "it was interrupted") from None
                     quiet_polls += 1
@@ -450,9 +450,10 @@ class ComfyConnector:
                 return None
             raise
 
-    async def _stop_quietly(self, prompt_id: str) -> None:
-        """Best effort, briefly: a timed-out run stops its prompt, but a server that does not
-        answer must not hold the caller past its deadline."""
+    async def abandon(self, prompt_id: str) -> None:
+        """Stop a prompt nobody waits for any more (a timed-out or cancelled run): removed if
+        queued, interrupted if running. Best effort and brief: a server that does not answer
+        must not hold the caller."""
         try:
             async with asyncio.timeout(INTERRUPT_GRACE_S):
                 await self.interrupt(prompt_id)

@@ -179,6 +179,9 @@ class Discomfort:
             timeout = None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0.001)
             await self.Worker.wait(prompt_id, timeout=timeout, history=False,
                                    on_event=_fan_out(record.on_event, on_event, bar and bar.on_event))
+        except asyncio.CancelledError:  # Ctrl-C, a notebook's stop button, an outer timeout
+            await asyncio.shield(self.Worker.abandon(prompt_id))
+            raise
         finally:
             if bar:
                 bar.close()

@@ -359,3 +359,64 @@ async def test_a_failed_start_keeps_the_log_it_points_to(settings):
     log = Path(re.search(r"log: (\S+comfyui\.log)", str(caught.value)).group(1))
     assert "unrecognized arguments: --no-such-flag" in log.read_text()
     shutil.rmtree(log.parent)
+
+
+def sleeper(steps: int, step_seconds: float) -> dict:
+    return api(("DiscomfortInput", {"unique_id": "img"}),
+               ("DiscomfortTestSleep", {"image": ["1", 0], "steps": steps, "step_seconds": step_seconds}),
+               ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "slept"}))
+
+
+def _running(client) -> list:
+    queue = client.get("/queue")
+    return queue["queue_running"] + queue["queue_pending"]
+
+
+async def _until(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+async def test_a_cancelled_run_stops_its_prompt_and_the_context_stays_usable(app):
+    with app.Context() as context:
+        context.save("img", torch.rand(1, 4, 4, 3))
+        run = asyncio.create_task(app.run([sleeper(100, 0.1)], context=context, progress=False))
+        assert await _until(lambda: app.last_run and app.last_run.prompt_ids, 10)
+        await asyncio.sleep(0.5)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        queue = app.Worker.server.request("/queue")
+        assert not queue["queue_running"] and not queue["queue_pending"]  # stopped, not left running
+        before = context.load("img")
+        result = await app.run([INVERT], context=context, progress=False)
+        assert torch.allclose(result["img"], 1 - before) and "slept" not in context.list_keys()
+
+
+async def test_ctrl_c_in_a_script_interrupts_the_prompt_on_the_server(comfy):
+    script = f"""
+import asyncio, torch
+from discomfort import Discomfort
+async def main():
+    async with await Discomfort.create(url={comfy.url!r}, token={comfy.server.token!r}) as d:
+        print("running", flush=True)
+        await d.run([{sleeper(200, 0.1)!r}], inputs={{"img": torch.rand(1, 4, 4, 3)}}, progress=False)
+asyncio.run(main())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "running"
+        assert await _until(lambda: _running(comfy), 20)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert await _until(lambda: not _running(comfy), 5)  # 200 x 0.1 s would still be running
