@@ -254,3 +254,16 @@ def test_the_progress_bar_counts_only_nodes_that_run_and_ends_full():
         bar.on_event(event_from_message(message))
     assert (bar.bar.n, bar.bar.total) == (3, 3)  # a lazy default that never ran: still full
     bar.close()
+
+
+@pytest.mark.server
+async def test_saved_files_outlive_a_managed_server_with_output_dir(settings, tmp_path):
+    from discomfort import Discomfort
+
+    saver = api(("EmptyImage", {"width": 8, "height": 8, "batch_size": 1, "color": 255}),
+                ("SaveImage", {"images": ["1", 0], "filename_prefix": "kept/red"}))
+    async with await Discomfort.create(**settings, output_dir=tmp_path / "out") as discomfort:
+        await discomfort.run([saver], progress=False)
+        [saved] = discomfort.last_run.images
+    path = tmp_path / "out" / saved.subfolder / saved.filename  # still there after shutdown
+    assert path.is_file() and (saved.subfolder, saved.type) == ("kept", "output")
