@@ -1,16 +1,11 @@
-"""ComfyUI entry point of the Discomfort node package.
+"""ComfyUI entry point of the Discomfort node package: this checkout in custom_nodes/.
 
-ComfyUI imports this folder under its absolute path as the module name, so everything here is
-reached relatively; no ComfyUI module is imported at import time.
+The nodes, the server hooks and the editor extension are the library's own
+(``discomfort/comfy_nodes/``, so that a wheel carries them too); this re-exports them. ComfyUI
+imports this folder under its absolute path as the module name, so the library is reached
+relatively: the copy beside this file, never another ``discomfort`` on sys.path.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .nodes.server_hooks import install_token_check, register_routes, start_owner_watchdog
-
-WEB_DIRECTORY = "./js"
-
-install_token_check()
-register_routes()
-start_owner_watchdog()
+from .discomfort.comfy_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

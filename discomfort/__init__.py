@@ -15,7 +15,7 @@ __all__ = ["Discomfort", "ComfyConnector", "WorkflowContext", "WorkflowTools", "
 # Loaded on first use: the port nodes inside ComfyUI import this package too, and need none
 # of the client side (aiohttp sessions, websockets, progress bars).
 _LAZY = {"Discomfort": ".orchestrator", "ComfyConnector": ".connector", "WorkflowTools": ".tools",
-         "Event": ".report", "RunReport": ".report", "PromptReport": ".report",
+         "Event": ".protocol", "RunReport": ".report", "PromptReport": ".report",
          "OutputFile": ".report", "Port": ".graph.ports"}
 
 

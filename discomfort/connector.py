@@ -24,14 +24,16 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
 from .errors import (
-    ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ConfigError, ExecutionError,
-    ExecutionInterrupted, PromptValidationError, RunTimeout,
+    ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ConfigError, RunTimeout,
 )
 from .jsonfile import read_json_object
-from .report import Event, event_from_message
+from .protocol import (
+    Event, decode_message, event_from_message, history_entry, history_outcome, outcome_error,
+    prompt_reply, queue_state,
+)
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .auth import TOKEN_ENV, TOKEN_HEADER, editor_url
-from .server import FINAL_MESSAGES, MODEL_FOLDERS, ComfyServer
+from .server import MODEL_FOLDERS, ComfyServer
 from .store import default_root
 
 log = logging.getLogger("discomfort")
@@ -61,6 +63,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
 RECONCILE_EVERY = 5             # ... and every this many polls asks /history and /queue
+# What the websocket reader tells a waiter besides the server's events.
+CLOSED, DISCONNECTED = object(), object()
 HISTORY_DEADLINE_S = 10.0       # the history entry is written just after execution_success
 HISTORY_BATCH = 16
 WS_RECONNECT_DEADLINE_S = 60.0
@@ -133,7 +137,7 @@ class ComfyConnector:
         self.server: ComfyServer | None = None
         self.url: str = config["url"].rstrip("/") if config["url"] else ""
         self._session: aiohttp.ClientSession | None = None
-        self._waiters: dict[str, asyncio.Queue[Event]] = {}  # each queued prompt's events, in order
+        self._waiters: dict[str, asyncio.Queue] = {}  # each queued prompt's events, in order
         self._class_types: dict[str, dict[str, str]] = {}  # each queued prompt's node classes
         self._reader: asyncio.Task | None = None
         self._connected = asyncio.Event()
@@ -259,7 +263,7 @@ class ComfyConnector:
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         for waiter in self._waiters.values():
-            waiter.put_nowait(Event("_closed"))
+            waiter.put_nowait(CLOSED)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -375,19 +379,19 @@ class ComfyConnector:
             reply = await self._post("/prompt", body)
         except _HTTPError as exc:
             self._unregister(prompt_id)
-            detail = exc.json()
-            if exc.status == 400 and isinstance(detail, dict):
-                raise PromptValidationError(detail.get("error", {}), detail.get("node_errors", {})) from None
+            refused = prompt_reply(exc.status, exc.json())
+            if refused is not None:
+                raise refused from None
             raise self._server_error(f"POST /prompt answered {exc.status}: {exc.body[:500]!r}") from None
         except BaseException:
             self._unregister(prompt_id)
             raise
-        if reply.get("node_errors"):
-            # 200 with node_errors: the valid outputs would run, the others silently not.
-            # Stop the valid part too (queued: removed; already running: interrupted).
+        refused = prompt_reply(200, reply)
+        if refused is not None:
+            # Part of it would run: stop that too (queued: removed; already running: interrupted).
             await self.interrupt(prompt_id)
             self._unregister(prompt_id)
-            raise PromptValidationError({"message": "some outputs failed validation"}, reply["node_errors"])
+            raise refused
         return prompt_id
 
     def _unregister(self, prompt_id: str) -> None:
@@ -422,16 +426,16 @@ class ComfyConnector:
                         reconcile=quiet_polls % RECONCILE_EVERY == 0))
                     if event is None:
                         continue
-                if event.type == "_closed":
+                if event is CLOSED:
                     raise ComfyServerError("the connector was shut down while waiting")
-                if event.type == "_disconnected":
+                if event is DISCONNECTED:
                     event = await self._within(deadline, self._check_liveness(
                         prompt_id, probe=False, reconcile=False))
                     if event is None:
                         continue
                 quiet_polls = 0
                 yield event
-                if event.type in FINAL_MESSAGES:
+                if event.is_final:
                     return
         finally:
             self._unregister(prompt_id)
@@ -467,10 +471,9 @@ class ComfyConnector:
         async for event in self.events(prompt_id, timeout):
             if on_event is not None:
                 on_event(event)
-            if event.type == "execution_error":
-                raise ExecutionError(event.data)
-            if event.type == "execution_interrupted":
-                raise ExecutionInterrupted(f"prompt {prompt_id} was interrupted")
+            error = outcome_error(event) if event.is_final else None
+            if error is not None:
+                raise error
         if history:
             return await self._history_entry(prompt_id)
         await self._forget(prompt_id)
@@ -481,7 +484,7 @@ class ComfyConnector:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HISTORY_DEADLINE_S
         while True:
-            entry = (await self._get(f"/history/{prompt_id}")).get(prompt_id)
+            entry = history_entry(await self._get(f"/history/{prompt_id}"), prompt_id)
             if entry:
                 if self.managed:
                     await self._post("/history", {"delete": [prompt_id]})
@@ -519,12 +522,11 @@ class ComfyConnector:
                 await self._probe()
             return None
         try:
-            entry = (await self._get(f"/history/{prompt_id}")).get(prompt_id)
-            if entry and entry["status"]["messages"]:
-                kind, data = entry["status"]["messages"][-1]
-                if kind in FINAL_MESSAGES:
-                    return event_from_message({"type": kind, "data": data}) or Event(kind, data)
-            queue = await self._get("/queue")
+            entry = history_entry(await self._get(f"/history/{prompt_id}"), prompt_id)
+            final = history_outcome(entry)
+            if final is not None:
+                return final
+            queue = queue_state(await self._get("/queue"))
         except ComfyServerUnresponsive:
             return None  # the next poll decides, on the whole quiet time
         except ComfyServerError:
@@ -532,8 +534,7 @@ class ComfyConnector:
                 raise ComfyServerDied("the ComfyUI server died while running a prompt",
                                       self.server.log_tail()) from None
             raise
-        queued = {item[1] for key in ("queue_running", "queue_pending") for item in queue.get(key, [])}
-        if prompt_id not in queued and not entry:
+        if prompt_id not in queue and not entry:
             raise ComfyServerError(f"prompt {prompt_id} is neither queued nor in the history: "
                                    "the server lost it (was it restarted or its queue cleared?)")
         return None
@@ -557,16 +558,14 @@ class ComfyConnector:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
         while loop.time() < deadline:
-            queue = await self._get("/queue")
-            running = {item[1] for item in queue.get("queue_running", [])}
-            pending = {item[1] for item in queue.get("queue_pending", [])}
-            if prompt_id in pending:
+            queue = queue_state(await self._get("/queue"))
+            if prompt_id in queue.pending:
                 await self._remove_from_queue(prompt_id)
                 waiter = self._waiters.get(prompt_id)
                 if waiter is not None:  # it will never run: no event would come
                     waiter.put_nowait(Event("execution_interrupted", {"prompt_id": prompt_id}))
                 return
-            if prompt_id not in running:
+            if prompt_id not in queue.running:
                 return  # finished (or never existed): nothing to stop
             # A targeted interrupt can land while the flag is being reset: re-check, retry.
             await self._post("/interrupt", {"prompt_id": prompt_id})
@@ -649,33 +648,32 @@ class ComfyConnector:
                     gave_up_at, delay = None, 0.1
                     async for message in ws:
                         self._last_heard = loop.time()
-                        if isinstance(message, str):
-                            self._route(json.loads(message))
+                        if isinstance(message, str):  # binary frames: previews, not ours
+                            self._route(decode_message(message))
             except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
                 log.debug("discomfort: websocket closed: %s", exc)
             if self._closed:
                 return
             self._connected.clear()
             for waiter in list(self._waiters.values()):
-                waiter.put_nowait(Event("_disconnected"))
+                waiter.put_nowait(DISCONNECTED)
             gave_up_at = gave_up_at or loop.time() + WS_RECONNECT_DEADLINE_S
             if loop.time() > gave_up_at:
                 for waiter in list(self._waiters.values()):
-                    waiter.put_nowait(Event("_closed"))
+                    waiter.put_nowait(CLOSED)
                 log.error("discomfort: no websocket to %s for %g s; giving up", self.url,
                           WS_RECONNECT_DEADLINE_S)
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _route(self, message: dict) -> None:
-        data = message.get("data") if isinstance(message, dict) else None
-        prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
-        waiter = self._waiters.get(prompt_id)
+    def _route(self, message: dict | None) -> None:
+        event = event_from_message(message)
+        waiter = self._waiters.get(event.prompt_id) if event else None
         if waiter is not None:
-            event = event_from_message(message, self._class_types.get(prompt_id))
-            if event is not None:
-                waiter.put_nowait(event)
+            classes = self._class_types.get(event.prompt_id) or {}
+            waiter.put_nowait(Event(event.type, event.data, event.node,
+                                    event.class_type or classes.get(event.node)))
 
 
 class _HTTPError(ComfyServerError):

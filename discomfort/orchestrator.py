@@ -27,7 +27,8 @@ from .graph.refs import (
 )
 from .graph.seeds import advance_controlled_widgets
 from .inputs import check_inputs
-from .report import Event, OutputFile, PromptReport, RunReport
+from .protocol import Event
+from .report import OutputFile, PromptReport, RunReport
 from .store import WorkflowContext
 from .tools import WorkflowTools
 

@@ -12,17 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Event:
-    """A server message about one prompt: ``type`` as ComfyUI names it (``executing``,
-    ``progress``, ``executed``, ``execution_cached``, ``execution_success``...), ``data`` its
-    payload, and the node it is about (``node``, ``class_type``; None for prompt-wide ones)."""
-
-    type: str
-    data: dict = field(default_factory=dict)
-    node: str | None = None
-    class_type: str | None = None
+from .protocol import Event
 
 
 @dataclass(frozen=True)
@@ -103,17 +93,3 @@ class RunReport:
         for prompt in self.prompts:
             total.update(prompt.executed_types())
         return total if class_type is None else total[class_type]
-
-
-def event_from_message(message: Any, class_types: dict[str, str] | None = None) -> Event | None:
-    """An :class:`Event` from one decoded websocket message, or None when it names no
-    prompt. Unknown message types and fields pass through untouched."""
-    if not isinstance(message, dict):
-        return None
-    data = message.get("data")
-    if not isinstance(data, dict) or data.get("prompt_id") is None:
-        return None
-    node = data.get("node", data.get("node_id"))
-    node = None if node is None else str(node)
-    class_type = data.get("node_type") or (class_types or {}).get(node) if node else None
-    return Event(str(message.get("type", "")), data, node, class_type)

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from . import __version__
 from .auth import TOKEN_ENV, TOKEN_FILE_ENV, TOKEN_HEADER, editor_url, new_token
-from .errors import ComfyServerError, ComfyStartError
+from . import protocol
+from .errors import ComfyServerDied, ComfyServerError, ComfyStartError, RunTimeout
 from .locate import default_python, find_comfyui, node_package_root
 from .store import default_root
 from .store.procs import me
 
-FINAL_MESSAGES = ("execution_success", "execution_error", "execution_interrupted")
 PORT_ATTEMPTS = 3
 POLL_S = 0.1
 
@@ -162,27 +162,30 @@ class ComfyServer:
 
     def run_prompt(self, prompt: dict, extra_data: dict | None = None,
                    timeout: float | None = 600.0) -> dict:
-        """Queue an API prompt and wait for its history entry (a plain, synchronous helper;
-        the async connector is the full client). Raises if the server refuses the prompt,
-        dies, or the prompt does not finish within ``timeout`` seconds."""
+        """Queue an API prompt and wait for its history entry, whatever its outcome (a plain,
+        synchronous helper on the same protocol core as the async connector). Raises
+        ``PromptValidationError`` if the server refuses the prompt, ``ComfyServerDied`` if it
+        dies, ``RunTimeout`` if the prompt does not finish within ``timeout`` seconds."""
         prompt_id = str(uuid.uuid4())  # ours (canonical: newer servers refuse others)
         body = {"prompt": prompt, "extra_data": extra_data or {}, "prompt_id": prompt_id}
         try:
-            reply = self.request("/prompt", body)
+            reply, status = self.request("/prompt", body), 200
         except urllib.error.HTTPError as exc:
-            raise ComfyServerError(f"the server refused the prompt: {exc.read().decode()[:2000]}") from None
-        if reply.get("node_errors"):
-            raise ComfyServerError(f"the server refused part of the prompt: {reply['node_errors']}")
+            reply, status = _json_or_text(exc.read()), exc.code
+        refused = protocol.prompt_reply(status, reply)
+        if refused is not None:
+            raise refused
+        if status != 200:
+            raise ComfyServerError(f"POST /prompt answered {status}: {str(reply)[:500]}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            entry = self.request(f"/history/{prompt_id}").get(prompt_id)
-            messages = entry["status"]["messages"] if entry else []
-            if messages and messages[-1][0] in FINAL_MESSAGES:
+            entry = protocol.history_entry(self.request(f"/history/{prompt_id}"), prompt_id)
+            if protocol.history_outcome(entry) is not None:
                 return entry
             if not self.alive():
-                raise ComfyServerError("ComfyUI died while running a prompt", self.log_tail())
+                raise ComfyServerDied("ComfyUI died while running a prompt", self.log_tail())
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:g} s")
+                raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s")
             time.sleep(POLL_S / 2)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -204,10 +207,13 @@ class ComfyServer:
         nodes_dir = self.state_dir / "custom_nodes"
         nodes_dir.mkdir()
         package = node_package_root(build_in=self.state_dir)
-        # Exactly one copy of the nodes: none of ours if the ComfyUI's own custom_nodes has it.
+        # Exactly one copy of the nodes (two cannot both register their routes): none of ours
+        # if the ComfyUI's own custom_nodes has one, this checkout or another (the handshake
+        # then checks that it runs our version).
         own = self.comfyui_path / "custom_nodes"
-        present = {p.resolve() for p in own.iterdir()} if own.is_dir() else set()
-        links = [] if package.resolve() in present else [package]
+        theirs = own.is_dir() and any((p / "__init__.py").is_file() and
+                                      (p / "discomfort" / "__init__.py").is_file() for p in own.iterdir())
+        links = [] if theirs else [package]
         for source in links + self.node_packages:
             name = "discomfort" if source == package else source.name
             (nodes_dir / name).symlink_to(source, target_is_directory=True)
@@ -316,6 +322,13 @@ class ComfyServer:
         except PermissionError as exc:
             if exc.errno != errno.EPERM:
                 raise
+
+
+def _json_or_text(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
 
 
 def _exited(pid: int) -> bool:

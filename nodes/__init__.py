@@ -1,12 +1,7 @@
-"""The ComfyUI side of Discomfort: the two port nodes and the server hooks."""
+"""Kept for code that imports the nodes by this path (``custom_nodes.discomfort.nodes``):
+they live in the library, ``discomfort/comfy_nodes/``."""
 
-from .ports import DiscomfortInput, DiscomfortOutput
+from ..discomfort.comfy_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from ..discomfort.comfy_nodes.ports import DiscomfortInput, DiscomfortOutput
 
-NODE_CLASS_MAPPINGS = {
-    "DiscomfortInput": DiscomfortInput,
-    "DiscomfortOutput": DiscomfortOutput,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "DiscomfortInput": "Discomfort Input",
-    "DiscomfortOutput": "Discomfort Output",
-}
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "DiscomfortInput", "DiscomfortOutput"]

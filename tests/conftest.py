@@ -83,14 +83,18 @@ class ServerClient:
 
     @staticmethod
     def status_of(entry: dict) -> str:
-        return entry["status"]["messages"][-1][0]
+        from discomfort.protocol import history_outcome
+
+        return history_outcome(entry).type
 
     @staticmethod
     def message(entry: dict, kind: str) -> dict:
+        from discomfort.protocol import history_messages
+
         for name, data in entry["status"]["messages"]:
             if name == kind:
                 return data
-        raise AssertionError(f"no {kind} in {[m[0] for m in entry['status']['messages']]}")
+        raise AssertionError(f"no {kind} in {history_messages(entry)}")
 
 
 def start_server(model_dir: Path, **kwargs):
@@ -108,6 +112,18 @@ def comfy(model_dir):
         yield ServerClient(server)
     finally:
         server.stop()
+
+
+def api(*nodes: tuple) -> dict:
+    """An API prompt from (class_type, inputs) pairs, ids "1", "2", ..."""
+    return {str(i): {"class_type": kind, "inputs": inputs} for i, (kind, inputs) in enumerate(nodes, 1)}
+
+
+def ported_sleeper(steps: int, step_seconds: float) -> dict:
+    """Input port "img" -> the test pack's sleeping node -> output port "slept"."""
+    return api(("DiscomfortInput", {"unique_id": "img"}),
+               ("DiscomfortTestSleep", {"image": ["1", 0], "steps": steps, "step_seconds": step_seconds}),
+               ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "slept"}))
 
 
 def _run_python(code: str, *, wait: bool = True, timeout: float = 120) -> subprocess.Popen | str:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import api
 from discomfort import WorkflowContext, WorkflowTools as Tools
 from discomfort.errors import (
     DiscomfortWarning, PortTypeError, PromptValidationError, UnknownInputError, UnusedInputError,
@@ -21,7 +22,8 @@ from discomfort.errors import (
 )
 from discomfort.graph import discover_port_nodes, stitch_workflows, ui_to_api
 from discomfort.inputs import check_inputs
-from discomfort.report import Event, PromptReport, event_from_message
+from discomfort.protocol import Event, event_from_message
+from discomfort.report import PromptReport
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OBJECT_INFO = json.loads((FIXTURES / "object_info.json").read_text())
@@ -29,8 +31,6 @@ KALEIDOSCOPE = json.loads((FIXTURES.parent.parent / "workflows" / "kaleidoscope.
 INVERT_UI = json.loads((FIXTURES / "run" / "invert_ui.json").read_text())
 
 
-def api(*nodes: tuple) -> dict:
-    return {str(i): {"class_type": kind, "inputs": inputs} for i, (kind, inputs) in enumerate(nodes, 1)}
 
 
 SEEDED = api(("DiscomfortInput", {"unique_id": "seed"}),

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import api, ported_sleeper
 from discomfort import Discomfort, WorkflowContext
 from discomfort.auth import TOKEN_COOKIE, TOKEN_HEADER, TOKEN_QUERY, editor_url, request_allowed
 from discomfort.errors import (
@@ -26,11 +27,8 @@ from discomfort.errors import (
     WorkflowError,
 )
 
+
 IMAGE = torch.rand(1, 4, 4, 3)
-
-
-def api(*nodes: tuple) -> dict:
-    return {str(i): {"class_type": kind, "inputs": inputs} for i, (kind, inputs) in enumerate(nodes, 1)}
 
 
 INVERT = api(("DiscomfortInput", {"unique_id": "img"}), ("ImageInvert", {"image": ["1", 0]}),
@@ -38,12 +36,6 @@ INVERT = api(("DiscomfortInput", {"unique_id": "img"}), ("ImageInvert", {"image"
 LOOPED = api(("ImageInvert", {"image": ["2", 0]}), ("ImageBlur", {"image": ["1", 0], "blur_radius": 1,
                                                                    "sigma": 1.0}),
              ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "out"}))
-
-
-def sleeper(steps: int, step_seconds: float) -> dict:
-    return api(("DiscomfortInput", {"unique_id": "img"}),
-               ("DiscomfortTestSleep", {"image": ["1", 0], "steps": steps, "step_seconds": step_seconds}),
-               ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "slept"}))
 
 
 # --- the store: tensors PyTorch keeps in unusual forms --------------------------------------
@@ -147,7 +139,7 @@ async def test_a_stopped_server_cannot_hold_a_run_past_its_deadline(freezable):
 @pytest.mark.server
 async def test_a_server_stopped_mid_prompt_is_unresponsive_but_a_long_silent_node_is_not(freezable):
     discomfort, freeze = freezable
-    run = asyncio.create_task(discomfort.run([sleeper(40, 0.1)], inputs={"img": IMAGE},
+    run = asyncio.create_task(discomfort.run([ported_sleeper(40, 0.1)], inputs={"img": IMAGE},
                                              progress=False))
     await asyncio.sleep(1.5)
     freeze(True)
@@ -160,7 +152,7 @@ async def test_a_server_stopped_mid_prompt_is_unresponsive_but_a_long_silent_nod
         freeze(False)
     # one 60 s step: no websocket message for a minute, yet the server answers HTTP
     started = time.monotonic()
-    result = await discomfort.run([sleeper(1, 60.0)], inputs={"img": IMAGE}, progress=False)
+    result = await discomfort.run([ported_sleeper(1, 60.0)], inputs={"img": IMAGE}, progress=False)
     assert time.monotonic() - started >= 60 and torch.equal(result["slept"], IMAGE)
 
 

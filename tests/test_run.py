@@ -15,6 +15,7 @@ import psutil
 import pytest
 import torch
 
+from conftest import api, ported_sleeper
 from discomfort import Discomfort, WorkflowContext
 from discomfort.errors import (
     ComfyServerDied, ExecutionError, ExecutionInterrupted, MissingInputsError, PortTypeError,
@@ -22,11 +23,6 @@ from discomfort.errors import (
 )
 
 pytestmark = pytest.mark.server
-
-
-def api(*nodes: tuple) -> dict:
-    """An API prompt from (class_type, inputs) pairs, ids "1", "2", ..."""
-    return {str(i): {"class_type": kind, "inputs": inputs} for i, (kind, inputs) in enumerate(nodes, 1)}
 
 
 INVERT = api(("DiscomfortInput", {"unique_id": "img"}),
@@ -361,12 +357,6 @@ async def test_a_failed_start_keeps_the_log_it_points_to(settings):
     shutil.rmtree(log.parent)
 
 
-def sleeper(steps: int, step_seconds: float) -> dict:
-    return api(("DiscomfortInput", {"unique_id": "img"}),
-               ("DiscomfortTestSleep", {"image": ["1", 0], "steps": steps, "step_seconds": step_seconds}),
-               ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "slept"}))
-
-
 def _running(client) -> list:
     queue = client.get("/queue")
     return queue["queue_running"] + queue["queue_pending"]
@@ -384,7 +374,7 @@ async def _until(predicate, seconds: float) -> bool:
 async def test_a_cancelled_run_stops_its_prompt_and_the_context_stays_usable(app):
     with app.Context() as context:
         context.save("img", torch.rand(1, 4, 4, 3))
-        run = asyncio.create_task(app.run([sleeper(100, 0.1)], context=context, progress=False))
+        run = asyncio.create_task(app.run([ported_sleeper(100, 0.1)], context=context, progress=False))
         assert await _until(lambda: app.last_run and app.last_run.prompt_ids, 10)
         await asyncio.sleep(0.5)
         run.cancel()
@@ -404,7 +394,7 @@ from discomfort import Discomfort
 async def main():
     async with await Discomfort.create(url={comfy.url!r}, token={comfy.server.token!r}) as d:
         print("running", flush=True)
-        await d.run([{sleeper(200, 0.1)!r}], inputs={{"img": torch.rand(1, 4, 4, 3)}}, progress=False)
+        await d.run([{ported_sleeper(200, 0.1)!r}], inputs={{"img": torch.rand(1, 4, 4, 3)}}, progress=False)
 asyncio.run(main())
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,

@@ -1,7 +1,8 @@
 """What the node package adds to a running ComfyUI besides its nodes.
 
 - ``GET /discomfort/info``: the handshake a connector checks before it trusts the server (the
-  store root both sides must share, and the versions);
+  store root both sides must share, and the versions), and which copy of the library the
+  server loaded (``library``: a checkout's ``discomfort/`` or an installed wheel's);
 - a watchdog that stops a managed server when the process that started it is gone;
 - when the server was given a token (a managed server always is), a middleware that refuses
   every request without it, ComfyUI's own routes included (``discomfort/auth.py``).
@@ -20,10 +21,10 @@ import sys
 import threading
 import time
 
-from ..discomfort import __version__
-from ..discomfort import auth
-from ..discomfort.store import default_root
-from ..discomfort.store.procs import alive
+from .. import __version__
+from .. import auth
+from ..store import default_root
+from ..store.procs import alive
 
 log = logging.getLogger("discomfort")
 OWNER_PID_ENV = "DISCOMFORT_OWNER_PID"
@@ -37,6 +38,7 @@ def server_info() -> dict:
     return {
         "package": "discomfort",
         "version": __version__,
+        "library": os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
         "root": str(default_root()),
         "pid": os.getpid(),
         "python": platform.python_version(),

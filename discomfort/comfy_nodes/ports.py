@@ -7,12 +7,12 @@ returns the run's value, an output stores its value there and leaves the prompt'
 
 from __future__ import annotations
 
-from ..discomfort.binding import (
+from ..binding import (
     BINDING_INPUT, parse_input_binding, parse_output_binding, parse_run_location,
 )
-from ..discomfort.errors import PortError, ValueChangedError
-from ..discomfort.store import WorkflowContext
-from ..discomfort.store.codec import is_plain_data
+from ..errors import PortError, ValueChangedError
+from ..store import WorkflowContext
+from ..store.codec import is_plain_data
 
 
 class AnyType(str):

@@ -1,0 +1,1 @@
+discomfort/comfy_nodes/js

@@ -1,0 +1,105 @@
+"""Record what a real ComfyUI says about prompts, for the protocol's unit tests.
+
+Starts a managed server (the library's ComfyServer, with the test node pack), runs a few
+prompts through a raw websocket and plain HTTP (no Discomfort client in between), and writes
+one JSON file per case to ``tests/fixtures/protocol/``: every websocket text message of the
+session in order, and the ``POST /prompt``, ``/queue`` and ``/history`` replies.
+
+    .venv/bin/python scripts/record_protocol_sequences.py
+
+Cases: ``success`` (runs), ``cached`` (the same prompt again), ``execution_error`` (a node
+raises), ``interrupted`` (a sleeping node, interrupted), ``refused`` (fails validation: 400),
+``partly_refused`` (one of two outputs fails validation: 200 with node_errors).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import threading
+import time
+import urllib.error
+import uuid
+
+from websockets.sync.client import connect
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "protocol"
+sys.path.insert(0, str(ROOT))
+from discomfort.auth import TOKEN_HEADER  # noqa: E402
+from discomfort.server import ComfyServer  # noqa: E402
+
+IMAGE = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}}
+
+
+def prompt(second: dict) -> dict:
+    return {"1": IMAGE, "2": second,
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+
+
+CASES = {
+    "success": prompt({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}),
+    "cached": prompt({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}),
+    "execution_error": prompt({"class_type": "DiscomfortTestFail",
+                               "inputs": {"image": ["1", 0], "fail": True, "message": "on purpose"}}),
+    "interrupted": prompt({"class_type": "DiscomfortTestSleep",
+                           "inputs": {"image": ["1", 0], "steps": 50, "step_seconds": 0.1}}),
+    "refused": {"1": dict(IMAGE, inputs=dict(IMAGE["inputs"], width="abc")),
+                "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}},
+    # two outputs, one invalid: 200 with node_errors, and the valid part would run
+    "partly_refused": dict(prompt({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}),
+                           **{"4": {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}},
+                              "9": {"class_type": "ImageBlur", "inputs": {
+                                  "image": ["1", 0], "blur_radius": 0, "sigma": 1.0}}}),
+}
+
+
+def record(server: ComfyServer, name: str, body: dict) -> dict:
+    client_id = uuid.uuid4().hex
+    prompt_id = str(uuid.uuid4())
+    messages: list = []
+    url = server.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+    with connect(url, additional_headers={TOKEN_HEADER: server.token}, max_size=None) as ws:
+        messages.append(json.loads(ws.recv(timeout=10)))  # the greeting status
+        try:
+            reply, status = server.request("/prompt", {"prompt": body, "client_id": client_id,
+                                                       "prompt_id": prompt_id}), 200
+        except urllib.error.HTTPError as exc:
+            reply, status = json.loads(exc.read()), exc.code
+        if name == "interrupted":
+            threading.Timer(0.8, server.request, ("/interrupt", {"prompt_id": prompt_id})).start()
+        deadline = time.monotonic() + 30
+        while status == 200 and time.monotonic() < deadline:
+            try:
+                raw = ws.recv(timeout=2)
+            except TimeoutError:
+                break
+            if isinstance(raw, str):
+                messages.append(json.loads(raw))
+                data = messages[-1].get("data") or {}
+                if messages[-1].get("type") == "status" and data.get("status", {}).get(
+                        "exec_info", {}).get("queue_remaining") == 0 and len(messages) > 3:
+                    break
+        time.sleep(0.2)  # the history entry is written just after execution_success
+        return {"case": name, "prompt_id": prompt_id, "prompt": body,
+                "post_prompt": {"status": status, "body": reply}, "messages": messages,
+                "queue": server.request("/queue"),
+                "history": server.request(f"/history/{prompt_id}")}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    pack = ROOT / "tests" / "comfy_test_pack"
+    with ComfyServer(node_packages=[pack]) as server:
+        version = server.request("/system_stats")["system"]["comfyui_version"]
+        for name, body in CASES.items():
+            recorded = record(server, name, body)
+            recorded["comfyui_version"] = version
+            path = OUT / f"{name}.json"
+            path.write_text(json.dumps(recorded, indent=1) + "\n")
+            print(f"{name:16} {len(recorded['messages']):3} messages -> {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
