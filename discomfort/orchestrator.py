@@ -7,7 +7,6 @@ the server, the graph core converts and inspects workflows, the context holds th
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import random
@@ -23,7 +22,8 @@ from .graph.ports import (
     Port, StoredTensor, check_value_type, consumers, find_ports, inline_value, is_scalar_for,
 )
 from .graph.refs import (
-    ancestors, capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe, recipe_source,
+    ancestors, capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe, recipe_inputs,
+    recipe_source,
 )
 from .graph.seeds import advance_controlled_widgets
 from .inputs import check_inputs
@@ -96,8 +96,9 @@ class Discomfort:
         own_context = context is None
         ctx = WorkflowContext() if own_context else context
         try:
+            # Large values are copied and hashed in a thread: the websocket reader keeps going.
             for key, value in values.items():
-                ctx.save(key, value, use_ram=use_ram)
+                await asyncio.to_thread(ctx.save, key, value, use_ram=use_ram)
             outputs: dict[str, Port] = {}
             for iteration in range(iterations):
                 outputs = {}
@@ -112,7 +113,7 @@ class Discomfort:
                     if not fixed_seeds and not is_api_format(workflow) and iteration + 1 < iterations:
                         loaded[index], changes = advance_controlled_widgets(workflow, object_info, rng)
                         report.widget_changes.append(changes)
-            return {uid: ctx.load(uid) for uid in outputs}
+            return {uid: await asyncio.to_thread(ctx.load, uid) for uid in outputs}
         finally:
             if own_context:
                 ctx.shutdown()
@@ -162,8 +163,9 @@ class Discomfort:
                 prompt = self._prepare_input(prompt, port, ctx, object_info)
         recipes = self._capture(prompt, in_ports, out_ports, ctx)
         list_outputs = {p.unique_id for p in out_ports if p.is_list}
-        bound, extra, stamp = bind_prompt(prompt, ctx, use_ram=use_ram, list_outputs=list_outputs,
-                                          ref_outputs=set(recipes))
+        bound, extra, stamp = await asyncio.to_thread(  # fingerprints may hash large values
+            bind_prompt, prompt, ctx, use_ram=use_ram, list_outputs=list_outputs,
+            ref_outputs=set(recipes))
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
@@ -206,7 +208,7 @@ class Discomfort:
                         if p.unique_id in stored}
         frozen = freeze_inputs(prompt, fingerprints)
         recipes = {p.unique_id: capture_recipe(frozen, p.node_id) for p in refs}
-        used = json.dumps(recipes)
+        used = set().union(*map(recipe_inputs, recipes.values()))
         for uid, fingerprint in fingerprints.items():
             key = frozen_key(fingerprint)
             if key in used and key not in stored:

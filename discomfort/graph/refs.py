@@ -78,6 +78,12 @@ def capture_recipe(prompt: dict, output_port_id: str) -> dict:
     return {"format": FORMAT, "nodes": nodes, "output": [new_ids[str(source[0])], source[1]]}
 
 
+def recipe_inputs(recipe: dict) -> set[str]:
+    """The keys a recipe's own input ports read (frozen copies, or refs it is made of)."""
+    return {node["inputs"].get("unique_id") for node in recipe["nodes"].values()
+            if node.get("class_type") == INPUT_CLASS}
+
+
 def recipe_source(recipe: dict) -> dict:
     """What makes a recipe's value, in a line a user can read: the producing node's class,
     output slot and constant inputs (``{"class_type": "CheckpointLoaderSimple", "slot": 0,
