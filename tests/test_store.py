@@ -11,7 +11,7 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
-import torch
+from torch_support import equal, full, is_tensor, needs_torch, ones, rand, randn, torch, zeros
 
 import discomfort
 from discomfort import WorkflowContext
@@ -60,14 +60,14 @@ VALUES = {
     "float": 7.5,
     "none": None,
     "dict": {"seed": 1, "cfg": [7.5, 8.0], "nested": {"a": "b"}},
-    "list_of_tensors": [torch.ones(2, 2), torch.zeros(3)],
-    "latent": {"samples": torch.randn(1, 4, 8, 8)},
+    "list_of_tensors": [ones(2, 2), zeros(3)],
+    "latent": {"samples": randn(1, 4, 8, 8)},
 }
 
 
 def same(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if is_tensor(a):
+        return is_tensor(b) and a.dtype == b.dtype and equal(a, b)
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
@@ -84,13 +84,21 @@ def test_values_round_trip(ctx, name, use_ram):
     assert ctx.get_storage_info(name)["storage_type"] == ("ram" if use_ram else "disk")
 
 
+TENSORS = {  # made in the test: without torch, the test skips
+    "image": lambda: torch.rand(1, 16, 16, 3),
+    "int64": lambda: torch.arange(12, dtype=torch.int64).reshape(3, 4),
+    "bfloat16": lambda: torch.randn(5, dtype=torch.bfloat16),
+    "scalar": lambda: torch.tensor(3.5),
+    "empty": lambda: torch.empty(0, 4),
+    "strided": lambda: torch.rand(4, 6)[:, ::2],  # not contiguous
+}
+
+
+@needs_torch
 @pytest.mark.parametrize("use_ram", [True, False])
-@pytest.mark.parametrize("tensor", [
-    torch.rand(1, 16, 16, 3), torch.arange(12, dtype=torch.int64).reshape(3, 4),
-    torch.randn(5, dtype=torch.bfloat16), torch.tensor(3.5), torch.empty(0, 4),
-    torch.rand(4, 6)[:, ::2],  # not contiguous
-], ids=["image", "int64", "bfloat16", "scalar", "empty", "strided"])
-def test_tensors_round_trip_raw_and_are_copies(ctx, tensor, use_ram):
+@pytest.mark.parametrize("make", TENSORS.values(), ids=TENSORS.keys())
+def test_tensors_round_trip_raw_and_are_copies(ctx, make, use_ram):
+    tensor = make()
     ctx.save("t", tensor, use_ram=use_ram)
     first, second = ctx.load("t"), ctx.load("t")
     assert first.dtype == tensor.dtype and first.shape == tensor.shape
@@ -136,7 +144,7 @@ def test_ref_values_are_json_recipes(ctx):
     with pytest.raises(TypeError):
         ctx.save("model", "not a dict", pass_by="ref")
     with pytest.raises(TypeError):
-        ctx.save("model", {"tensor": torch.ones(1)}, pass_by="ref")
+        ctx.save("model", {"tensor": ones(1)}, pass_by="ref")
     assert ctx.load("model") == recipe  # a refused save changes nothing
 
 
@@ -150,7 +158,7 @@ def test_a_value_that_cannot_be_pickled_changes_nothing(ctx):
 
 
 def test_delete(ctx):
-    ctx.save("k", torch.ones(3))
+    ctx.save("k", ones(3))
     ctx.delete("k")
     assert ctx.list_keys() == [] and segments(ctx) == []
     with pytest.raises(KeyError):
@@ -160,8 +168,8 @@ def test_delete(ctx):
 # --- storage info, keys, usage ------------------------------------------------------------
 
 def test_get_storage_info_shapes(ctx):
-    ctx.save("ram", torch.ones(10))
-    ctx.save("disk", torch.ones(10), use_ram=False)
+    ctx.save("ram", ones(10))
+    ctx.save("disk", ones(10), use_ram=False)
     ram, disk = ctx.get_storage_info("ram"), ctx.get_storage_info("disk")
     assert ram["storage_type"] == "ram" and ram["shm_name"].startswith("/dsc_") and "path" not in ram
     assert len(ram["shm_name"]) <= 31  # macOS's limit
@@ -179,8 +187,8 @@ def test_list_keys_in_save_order(ctx):
 
 
 def test_get_usage_reports_every_key(ctx):
-    ctx.save("ram", torch.ones(1024))
-    ctx.save("disk", torch.ones(2048), use_ram=False)
+    ctx.save("ram", ones(1024))
+    ctx.save("disk", ones(2048), use_ram=False)
     usage = ctx.get_usage()
     assert set(usage) == {"ram_usage_bytes", "ram_capacity_bytes", "ram_usage_gb", "ram_capacity_gb",
                           "temp_disk_usage_bytes", "temp_disk_usage_mb", "stored_keys_count"}
@@ -195,11 +203,11 @@ def test_get_usage_reports_every_key(ctx):
 
 def test_ram_budget_falls_back_to_disk(root):
     with WorkflowContext(max_ram_gb=1 / 1024) as ctx:  # 1 MiB
-        ctx.save("small", torch.ones(1000))
-        ctx.save("big", torch.ones(1024 * 1024))  # 4 MiB
+        ctx.save("small", ones(1000))
+        ctx.save("big", ones(1024 * 1024))  # 4 MiB
         assert ctx.get_storage_info("small")["storage_type"] == "ram"
         assert ctx.get_storage_info("big")["storage_type"] == "disk"
-        assert torch.equal(ctx.load("big"), torch.ones(1024 * 1024))
+        assert equal(ctx.load("big"), ones(1024 * 1024))
         assert ctx.get_usage()["ram_capacity_bytes"] == 1024 ** 2
 
 
@@ -208,7 +216,7 @@ def test_a_full_shared_memory_filesystem_falls_back_to_disk(ctx, monkeypatch):
         raise shm.SegmentFull(errno.ENOSPC, "no room")
 
     monkeypatch.setattr(shm, "create", full)
-    ctx.save("k", torch.ones(100))
+    ctx.save("k", ones(100))
     assert ctx.get_storage_info("k")["storage_type"] == "disk"
     assert json.loads((ctx.path / "index.json").read_text())["pending"] == []
 
@@ -233,21 +241,21 @@ def test_memory_error_only_when_neither_ram_nor_disk_can_hold_it(ctx, monkeypatc
 def test_the_loop_case_reuses_two_buffers(ctx):
     names = []
     for i in range(6):
-        ctx.save("hot", torch.full((64, 64), float(i)))
+        ctx.save("hot", full((64, 64), float(i)))
         names.append(ctx.get_storage_info("hot")["shm_name"])
-        assert torch.equal(ctx.load("hot"), torch.full((64, 64), float(i)))
+        assert equal(ctx.load("hot"), full((64, 64), float(i)))
     assert len(set(names)) == 2 and names[2:] == names[:2] * 2
     assert len(segments(ctx)) == 2
 
 
 def test_a_key_that_changes_size_or_storage_frees_the_old(ctx):
-    ctx.save("k", torch.ones(10))
-    ctx.save("k", torch.ones(10))
-    ctx.save("k", torch.ones(100_000))  # no buffer fits: a new one; the idle one is freed
+    ctx.save("k", ones(10))
+    ctx.save("k", ones(10))
+    ctx.save("k", ones(100_000))  # no buffer fits: a new one; the idle one is freed
     assert len(segments(ctx)) == 2
-    ctx.save("k", torch.ones(10), use_ram=False)
+    ctx.save("k", ones(10), use_ram=False)
     assert segments(ctx) == []
-    ctx.save("k", torch.ones(10))
+    ctx.save("k", ones(10))
     assert list((ctx.path / "data").iterdir()) == []
 
 
@@ -260,24 +268,24 @@ def test_versions_increase_on_every_save(ctx):
 
 
 def test_fingerprint_depends_on_content_only(ctx, root):
-    ctx.save("a", torch.ones(8))
-    ctx.save("b", torch.ones(8), use_ram=False)
+    ctx.save("a", ones(8))
+    ctx.save("b", ones(8), use_ram=False)
     assert ctx.fingerprint("a") == ctx.fingerprint("b")
     with WorkflowContext() as other:
-        other.save("a", torch.ones(8))
+        other.save("a", ones(8))
         assert other.fingerprint("a") == ctx.fingerprint("a")
-    ctx.save("a", torch.zeros(8))
+    ctx.save("a", zeros(8))
     assert ctx.fingerprint("a") != ctx.fingerprint("b")
 
 
 # --- export -------------------------------------------------------------------------------
 
 def test_export_writes_a_cloudpickle_and_removes_the_key(ctx, tmp_path):
-    ctx.save("img", torch.rand(2, 2))
+    ctx.save("img", rand(2, 2))
     expected = ctx.load("img")
     dest = tmp_path / "new" / "dir" / "img.pkl"
     ctx.export_data("img", str(dest))
-    assert torch.equal(cloudpickle.loads(dest.read_bytes()), expected)
+    assert equal(cloudpickle.loads(dest.read_bytes()), expected)
     assert "img" not in ctx.list_keys() and segments(ctx) == []
 
 
@@ -308,7 +316,7 @@ def test_export_of_a_missing_key_is_a_key_error(ctx, tmp_path):
 
 def test_shutdown_cleans_up_and_is_idempotent(root):
     ctx = WorkflowContext()
-    ctx.save("ram", torch.ones(10))
+    ctx.save("ram", ones(10))
     ctx.save("disk", "x", use_ram=False)
     tagged = segments(ctx)
     assert tagged
@@ -323,7 +331,7 @@ def test_shutdown_cleans_up_and_is_idempotent(root):
 def test_context_manager_shuts_down_on_error(root):
     with pytest.raises(RuntimeError):
         with WorkflowContext() as ctx:
-            ctx.save("k", torch.ones(2))
+            ctx.save("k", ones(2))
             raise RuntimeError("boom")
     assert not ctx.path.exists()
 
@@ -333,10 +341,10 @@ def test_create_false_reattaches_and_never_deletes_the_owners_data(root):
         owner.save("k", "owner's")
         attached = WorkflowContext(run_id="shared-run", create=False)
         assert attached.load("k") == "owner's" and not attached.is_owner
-        attached.save("k2", torch.ones(3))  # belongs to the run, outlives the handle
+        attached.save("k2", ones(3))  # belongs to the run, outlives the handle
         attached.shutdown()
         attached.shutdown()
-        assert owner.load("k") == "owner's" and torch.equal(owner.load("k2"), torch.ones(3))
+        assert owner.load("k") == "owner's" and equal(owner.load("k2"), ones(3))
     assert not (root / "contexts" / "shared-run").exists()
 
 
@@ -432,9 +440,32 @@ def test_a_symlinked_root_is_refused(root, tmp_path):
 
 
 def test_a_segment_open_to_others_is_refused(ctx):
-    ctx.save("k", torch.ones(4))
+    ctx.save("k", ones(4))
     name = ctx.get_storage_info("k")["shm_name"]
     os.chmod(f"/dev/shm{name}", 0o644)
     ctx._maps.clear()  # forget the mapping we hold, as another process would have none
     with pytest.raises(UnsafeStoreError, match="not private"):
         ctx.load("k")
+
+
+@pytest.mark.skipif(not os.path.isdir(shm.LINUX_SHM_DIR), reason="looks into /dev/shm")
+def test_a_new_segment_is_exclusive_private_and_its_space_reserved():
+    """What shm.py keeps doing by hand on every Python (its docstring says why not through
+    SharedMemory): O_EXCL, mode 0600, the space allocated at once, unlink by name even empty."""
+    name, size = shm.new_name("shmtest0"), 3 * 1024 * 1024 + 5
+    path = f"{shm.LINUX_SHM_DIR}{name}"
+    mm = shm.create(name, size)
+    try:
+        st = os.stat(path)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode), st.st_size) == (os.geteuid(), 0o600, size)
+        assert st.st_blocks * 512 >= size  # reserved, not sparse: a full /dev/shm fails here
+        with pytest.raises(FileExistsError):
+            shm.create(name, 16)
+        assert os.stat(path).st_size == size  # a refused create leaves the segment alone
+    finally:
+        mm.close()
+        shm.unlink(name)
+    assert not os.path.exists(path)
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))  # a killed writer's leftover
+    shm.unlink(name)
+    assert not os.path.exists(path)

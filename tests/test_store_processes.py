@@ -8,13 +8,13 @@ import signal
 import time
 
 import pytest
-import torch
+from torch_support import FULL_SOURCE, equal, full
 
 from discomfort import WorkflowContext
 from discomfort.store import shm
 
-HAMMER = """
-import sys, threading, torch
+HAMMER = FULL_SOURCE + """
+import sys, threading
 from discomfort import WorkflowContext
 ctx = WorkflowContext(run_id={run_id!r}, create=False)
 errors = []
@@ -22,7 +22,7 @@ def work(t):
     try:
         for i in range({per_thread}):
             key = f"p{proc}-t{{t}}-{{i}}"
-            value = torch.full((16,), float(i)) if i % 3 == 0 else (key, i)
+            value = full((16,), float(i)) if i % 3 == 0 else (key, i)
             ctx.save(key, value, use_ram=(i % 2 == 0))
             ctx.save("shared", (key, i))
             ctx.load("shared")
@@ -52,20 +52,19 @@ def test_16_threads_in_each_of_2_processes_lose_no_write(run_python):
             i = int(key.rsplit("-", 1)[1])
             value = ctx.load(key)
             if i % 3 == 0:
-                assert torch.equal(value, torch.full((16,), float(i)))
+                assert equal(value, full((16,), float(i)))
             else:
                 assert value == (key, i)
         assert ctx.load("shared")[0] in expected
 
 
-WRITER = """
-import torch
+WRITER = FULL_SOURCE + """
 from discomfort import WorkflowContext
 ctx = WorkflowContext(run_id={run_id!r}, create=False)
 i = 0
 while True:
     i += 1
-    ctx.save("k", torch.full(({n},), float(i)), use_ram={use_ram})
+    ctx.save("k", full(({n},), float(i)), use_ram={use_ram})
     print(i, flush=True)
 """
 
@@ -75,7 +74,7 @@ def test_a_writer_killed_mid_save_leaves_the_old_value(run_python, use_ram):
     n = 16 * 1024 * 1024  # 64 MB: a save takes long enough to be killed in the middle
     rng = random.Random(7)
     with WorkflowContext(run_id=f"killed-writer-{use_ram}") as ctx:
-        ctx.save("k", torch.full((n,), 0.0), use_ram=use_ram)
+        ctx.save("k", full((n,), 0.0), use_ram=use_ram)
         for _ in range(3):
             writer = run_python(WRITER.format(run_id=ctx.run_id, n=n, use_ram=use_ram), wait=False)
             committed = [int(writer.stdout.readline()) for _ in range(2)]
@@ -97,13 +96,13 @@ def _tag(ctx) -> str:
     return json.loads((ctx.path / "run.json").read_text())["tag"]
 
 
-OWNER = """
-import json, time, torch
+OWNER = FULL_SOURCE + """
+import json, time
 from discomfort import WorkflowContext
 ctx = WorkflowContext(run_id={run_id!r})
-ctx.save("ram", torch.ones(1024))
+ctx.save("ram", full((1024,), 1.0))
 ctx.save("ram2", "x")
-ctx.save("disk", torch.ones(8), use_ram=False)
+ctx.save("disk", full((8,), 1.0), use_ram=False)
 print(json.dumps({{"path": str(ctx.path), "tag": json.loads((ctx.path / "run.json").read_text())["tag"]}}), flush=True)
 time.sleep(600)
 """

@@ -326,6 +326,8 @@ class WorkflowContext:
         try:
             with self._lock.held():
                 index = json.loads((self._dir / INDEX).read_text())
+                if index.get("freeing"):
+                    self._free(index["freeing"])  # a writer died between commit and free
                 if index["pending"]:
                     # Storage of a save that failed or was killed before its commit.
                     stale = [item for item, _ in index["pending"]]
@@ -340,8 +342,14 @@ class WorkflowContext:
             raise StoreError(f"run {self._run_id!r} is damaged: {exc}") from exc
 
     def _commit(self, index: dict, release: list[str]) -> None:
-        """Make ``index`` the truth, then free what it no longer points at."""
+        """Make ``index`` the truth, then free what it no longer points at. The same write
+        records what is being freed, so storage of a writer killed in between is freed by the
+        next locked operation (freeing twice is harmless: names are never reused)."""
+        index["freeing"] = list(release)
         _write_json(self._dir / INDEX, index)
+        self._free(release)
+
+    def _free(self, release: list[str]) -> None:
         for item in release:
             if item.startswith("/"):
                 self._unmap(item)

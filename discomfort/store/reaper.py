@@ -56,6 +56,7 @@ def delete_run(run_dir: Path, tag: str | None, timeout: float = 60.0) -> None:
             for entry in index["keys"].values():
                 names.update(entry.get("buffers", ()))
             names.update(item for item, _ in index["pending"] if item.startswith("/"))
+            names.update(item for item in index.get("freeing", []) if item.startswith("/"))
         except (OSError, ValueError, KeyError):
             pass
         if tag:

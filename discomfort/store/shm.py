@@ -1,11 +1,31 @@
-"""POSIX shared-memory segments, without Python's resource tracker.
+"""POSIX shared-memory segments, opened through CPython's own shm_open/shm_unlink binding.
 
-``multiprocessing.shared_memory`` registers every segment a process creates or attaches with
-the resource tracker, which unlinks it when that process exits (even a mere reader, on Python
-<= 3.12). Segment lifetime here belongs to the run's owner, so we open segments ourselves:
-created exclusively with mode 0600, checked to be ours on open, and with their space reserved
-up front (``posix_fallocate``) so a full ``/dev/shm`` is an error we can fall back from, never
-a SIGBUS in the middle of a copy.
+What the store needs of a segment:
+- created exclusively (``O_EXCL``) with mode 0600;
+- checked to be ours and private, on the very descriptor we map, before it is used;
+- its space reserved up front (``posix_fallocate``), so a full ``/dev/shm`` is an error we
+  can fall back from, never a SIGBUS in the middle of a copy;
+- unlinked by name, only by us (no resource tracker), even when it is empty: a writer killed
+  between ``shm_open`` and the reservation leaves a 0-byte segment that must still be freed;
+- no descriptor held per mapping: a handle maps one segment per key and keeps the mappings.
+
+``multiprocessing.shared_memory.SharedMemory`` cannot give all of that on any Python, so every
+version takes the one path below. Up to 3.12 it registers each segment it creates or attaches
+with the resource tracker, which unlinks it when that process exits (even a mere reader).
+3.13's ``SharedMemory(name=..., create=..., size=..., track=False)`` fixes that, and it does
+create with ``O_CREAT | O_EXCL`` and mode 0600 as we do; but (CPython 3.13's
+``Lib/multiprocessing/shared_memory.py``):
+- it sizes a new segment with ``ftruncate`` only, and its descriptor is private (``_fd``): the
+  space cannot be reserved, and the sparse segment SIGBUSes when ``/dev/shm`` fills up;
+- it maps whatever the name opens, with no owner or mode check; without a public descriptor
+  the check could only be made by path, after the open (racy), and not at all on macOS,
+  which has no ``/dev/shm``;
+- it unlinks only through an attached instance, and attaching an empty segment fails
+  (``ValueError: cannot mmap an empty file``): a killed writer's leftover could not be freed;
+- it keeps its descriptor open as long as the segment is mapped: one per key, against
+  ``RLIMIT_NOFILE``.
+``_posixshmem`` is what ``multiprocessing.shared_memory`` itself is built on; its
+``shm_open(path, flags, mode)`` and ``shm_unlink(path)`` are unchanged since Python 3.8.
 """
 
 from __future__ import annotations
@@ -17,7 +37,7 @@ import secrets
 import stat
 import sys
 
-import _posixshmem  # CPython's own binding of shm_open/shm_unlink (used by multiprocessing)
+import _posixshmem  # CPython's binding of shm_open/shm_unlink: see the docstring for why
 
 from ..errors import UnsafeStoreError
 
