@@ -5,8 +5,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.discomfort-installed
 PYTEST_ARGS ?=
+# `make test` also runs the store and graph-core tests on these Pythons (pyenv's, else PATH's),
+# each in a small venv inside .venv made once, with numpy and no torch (a multi-GB download for
+# each), so the tests that need torch skip there: scripts/test_pythons.sh. A Python not found is
+# skipped with a line saying so; `make test OTHER_PYTHONS=` skips them all.
+OTHER_PYTHONS ?= 3.12 3.13
+CORE_TESTS := tests/test_store.py tests/test_store_processes.py tests/test_convert.py \
+              tests/test_stitch.py tests/test_refs_unit.py tests/test_seeds.py
 
-.PHONY: setup browser-deps demo test bench clean
+.PHONY: setup browser-deps demo test test-pythons bench clean
 
 setup: $(STAMP)
 
@@ -27,13 +34,18 @@ browser-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "the editor tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
 
-test: setup browser-deps
+test: setup browser-deps test-pythons
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+# The core tests on each of OTHER_PYTHONS (PYTEST_ARGS is for the main run only).
+test-pythons:
+	@sh scripts/test_pythons.sh "$(OTHER_PYTHONS)" $(CORE_TESTS)
 
 bench: setup
 	$(PY) benchmarks/context_bench.py
 	$(PY) benchmarks/run_bench.py
 	$(PY) benchmarks/ref_bench.py
+	$(PY) benchmarks/generation_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,6 +15,8 @@ SERVER = pytest.mark.server
     ("context_bench.py", ("ours (s)", "baseline (s)", "ratio", "target")),
     pytest.param("run_bench.py", ("ours (ms)", "baseline (ms)", "ratio", "target"), marks=SERVER),
     pytest.param("ref_bench.py", ("median (ms)", "ratio", "loader runs"), marks=SERVER),
+    pytest.param("generation_bench.py", ("ours (ms)", "baseline (ms)", "ratio", "loader runs"),
+                 marks=SERVER),
 ])
 def test_benchmark_runs_and_prints_its_table(script, columns):
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"],
