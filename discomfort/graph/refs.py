@@ -125,13 +125,16 @@ def splice(prompt: dict, port_id: str, recipe: dict) -> dict:
 def expand_refs(prompt: dict, load_ref) -> dict:
     """Replace every input port whose key holds a ref by its recipe, recursively (a recipe
     may itself read refs). ``load_ref(unique_id)`` gives the stored recipe or workflow, or
-    None for a key that is not a ref."""
+    None for a key that is not a ref; it is asked once per key."""
+    known: dict[Any, Any] = {}
     for _ in range(MAX_DEPTH):
         pending = [(nid, node["inputs"].get("unique_id")) for nid, node in prompt.items()
                    if node.get("class_type") == INPUT_CLASS]
         replaced = False
         for nid, uid in pending:
-            stored = load_ref(uid)
+            if uid not in known:
+                known[uid] = load_ref(uid)
+            stored = known[uid]
             if stored is None:
                 continue
             recipe = stored if is_recipe(stored) else recipe_from_workflow(stored)
