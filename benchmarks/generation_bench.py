@@ -314,7 +314,12 @@ def main() -> None:
                         help="timed loops of case 2 (default 3, 1 with --quick)")
     parser.add_argument("--runs", type=int,
                         help=f"sample runs per loop in case 2 (default {RUNS}, 3 with --quick)")
+    parser.add_argument("--size", type=int, default=SMALL["width"],
+                        help="image width and height (default 64; more work per sample "
+                             "shows how the overhead shrinks beside it)")
+    parser.add_argument("--steps", type=int, default=SMALL["steps"], help="sampler steps (default 4)")
     args = parser.parse_args()
+    SMALL.update(width=args.size, height=args.size, steps=args.steps)
     turns_1 = args.repeat or (2 if args.quick else 16)
     loops_2 = args.loops or (1 if args.quick else 3)
     runs = args.runs or (3 if args.quick else RUNS)
