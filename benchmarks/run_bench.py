@@ -48,6 +48,8 @@ import aiohttp
 import torch
 from websockets.asyncio.client import connect as ws_connect
 
+from discomfort.auth import TOKEN_HEADER
+
 from harness import turns  # benchmarks/harness.py (run as scripts: their folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,15 +96,16 @@ async def measure(functions: dict, repetitions: int) -> dict[str, float]:
 class RawClient:
     """POST /prompt and wait for its execution_success on a websocket: nothing else."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, token: str):
         self.url = url
+        self.headers = {TOKEN_HEADER: token}  # a managed server is its owner's
         self.client_id = os.urandom(16).hex()
         self.colors = itertools.count(1)  # a color never used before: nothing cached
 
     async def __aenter__(self) -> "RawClient":
-        self.session = aiohttp.ClientSession()
+        self.session = aiohttp.ClientSession(headers=self.headers)
         ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
-        self.ws = await ws_connect(ws_url, max_size=None)
+        self.ws = await ws_connect(ws_url, max_size=None, additional_headers=self.headers)
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -177,7 +180,7 @@ async def run_cases(reps_run: int, reps_loop: int) -> tuple[list[tuple], dict]:
     rows, notes = [], {}
     ctx = WorkflowContext()
     try:
-        async with RawClient(d.Worker.url) as raw:
+        async with RawClient(d.Worker.url, d.Worker.server.token) as raw:
             same = torch.rand(IMAGE_SHAPE)
             one, loop = invert("out"), invert("img")
 
