@@ -3,18 +3,21 @@
 ComfyUI passes images as float32 tensors ``[B, H, W, C]`` in 0..1 and masks as ``[B, H, W]``.
 These helpers read one file into that convention (as ComfyUI's LoadImage node does) and write
 a batch back to files (as its SaveImage node does), so a script can feed and collect workflow
-values without a ComfyUI node in between.
+values without a ComfyUI node in between. ``image_grid`` lays images out as one PIL image, which
+Jupyter shows inline when it is a cell's last expression.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["image_to_tensor", "open_image_as_tensor", "save_comfy_image_to_disk"]
+__all__ = ["image_grid", "image_to_tensor", "open_image_as_tensor", "save_comfy_image_to_disk"]
 
 # Suffix -> Pillow format name, and the options each is written with. JPEG cannot be lossless,
 # so it gets a high quality; WebP is written lossless so a round trip keeps the pixels.
@@ -114,6 +117,63 @@ def save_comfy_image_to_disk(
     return targets
 
 
+def image_grid(images, columns: int | None = None, *, scale: int = 1, gap: int = 4,
+               background="white") -> Image.Image:
+    """One RGB PIL image of ``images`` laid out in a grid, row by row, ``columns`` to a row.
+
+    ``images`` is a PIL image, an IMAGE tensor or array (``[B, H, W, C]`` or ``[H, W, C]``,
+    C = 3 or 4, values in 0..1, as ``save_comfy_image_to_disk`` takes), or a list (any
+    iterable: a dict's values...) of those, nested or not; every image of a batch takes its own
+    cell. Without ``columns`` the grid is as square as it can be (``ceil(sqrt(n))`` columns);
+    it never has more columns than images. Each cell is as large as the largest image; a smaller one is centred in it. ``scale``
+    enlarges every image that many times, pixels kept sharp (64x64 pictures are hard to see
+    at 1); ``gap`` pixels of ``background`` separate the cells; transparent pixels show it.
+
+    In Jupyter a PIL image that is the last expression of a cell is shown inline.
+    """
+    for name, value, least in (("columns", columns, 1), ("scale", scale, 1), ("gap", gap, 0)):
+        if value is None and name == "columns":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+    pictures = _grid_pictures(images)
+    if not pictures:
+        raise ValueError("image_grid needs at least one image")
+    count = len(pictures)
+    columns = min(columns or math.ceil(math.sqrt(count)), count)
+    rows = math.ceil(count / columns)
+    cell_w = max(p.width for p in pictures) * scale
+    cell_h = max(p.height for p in pictures) * scale
+    sheet = Image.new("RGB", (columns * (cell_w + gap) - gap, rows * (cell_h + gap) - gap),
+                      background)
+    for index, picture in enumerate(pictures):
+        if scale != 1:
+            picture = picture.resize((picture.width * scale, picture.height * scale),
+                                     Image.Resampling.NEAREST)
+        row, column = divmod(index, columns)
+        at = (column * (cell_w + gap) + (cell_w - picture.width) // 2,
+              row * (cell_h + gap) + (cell_h - picture.height) // 2)
+        sheet.paste(picture, at, picture if picture.mode == "RGBA" else None)
+    return sheet
+
+
+def _grid_pictures(images) -> list[Image.Image]:
+    """``images`` as a flat list of RGB or RGBA PIL images."""
+    if isinstance(images, Image.Image):
+        has_alpha = "A" in images.getbands() or "transparency" in images.info
+        if images.mode in _SIXTEEN_BIT:  # Pillow's RGB of 16-bit pixels clips: scale them
+            images = Image.fromarray(np.rint(
+                np.clip(np.asarray(images, dtype=np.float32) / 257.0, 0, 255)).astype(np.uint8))
+        return [images.convert("RGBA" if has_alpha else "RGB")]
+    torch = sys.modules.get("torch")
+    if isinstance(images, np.ndarray) or (torch is not None and isinstance(images, torch.Tensor)):
+        return [Image.fromarray(pixels) for pixels in _as_uint8_batch(images)]
+    if isinstance(images, (str, bytes, os.PathLike)) or not hasattr(images, "__iter__"):
+        raise TypeError("image_grid takes PIL images, IMAGE tensors or arrays, or a list of "
+                        f"them; got {type(images).__name__}")
+    return [picture for item in images for picture in _grid_pictures(item)]
+
+
 def _pick_format(path: Path, format: str | None) -> str:
     """The Pillow format name, from ``format`` if given, else from the path's suffix."""
     if format is not None:
@@ -132,9 +192,9 @@ def _pick_format(path: Path, format: str | None) -> str:
 
 def _as_uint8_batch(tensor) -> np.ndarray:
     """A ``[B, H, W, C]`` uint8 array from a float tensor/array, checked and clamped."""
-    import torch
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
 
-    if isinstance(tensor, torch.Tensor):
+    if torch is not None and isinstance(tensor, torch.Tensor):
         if not tensor.is_floating_point():
             raise TypeError(f"expected a float tensor, values in 0..1; got dtype {tensor.dtype}")
         array = tensor.detach().to("cpu", torch.float32).numpy()

@@ -7,7 +7,7 @@ from .graph import (
     add_input_port, add_output_port, discover_port_nodes, is_api_format, load_workflow, prune_to_output, stitch_workflows, ui_to_api,
 )
 from .graph.ports import find_ports
-from .images import image_to_tensor, open_image_as_tensor, save_comfy_image_to_disk
+from .images import image_grid, image_to_tensor, open_image_as_tensor, save_comfy_image_to_disk
 
 
 class WorkflowTools:
@@ -23,3 +23,4 @@ class WorkflowTools:
     image_to_tensor = staticmethod(image_to_tensor)
     open_image_as_tensor = staticmethod(open_image_as_tensor)
     save_comfy_image_to_disk = staticmethod(save_comfy_image_to_disk)
+    image_grid = staticmethod(image_grid)
