@@ -13,8 +13,10 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+
+from .errors import ConfigError
 
 TOKEN_ENV = "DISCOMFORT_TOKEN"
 TOKEN_FILE_ENV = "DISCOMFORT_TOKEN_FILE"
@@ -34,9 +36,9 @@ def server_token(environ: Mapping[str, str] = os.environ) -> str | None:
     if not token and environ.get(TOKEN_FILE_ENV):
         token = Path(environ[TOKEN_FILE_ENV]).read_text().strip()
     if token and len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"{TOKEN_ENV} is {len(token)} characters long; use at least "
-                         f"{MIN_TOKEN_LENGTH} (python -c 'import secrets; "
-                         "print(secrets.token_urlsafe(32))')")
+        raise ConfigError(f"{TOKEN_ENV} is {len(token)} characters long; use at least "
+                          f"{MIN_TOKEN_LENGTH} (python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))')")
     return token or None
 
 

@@ -24,25 +24,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from .errors import ConfigError, DiscomfortError
+# UsageError and CommandError are the command line's own; they live in errors.py with the rest
+from .errors import CommandError, ConfigError, DiscomfortError, UsageError
 
 ANY = "*"
 TEXT_TYPES = ("STRING", "COMBO")
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
 SERVE_HINT = "`python -m discomfort serve` keeps one warm"
-
-
-class UsageError(Exception):
-    """A command line that does not fit its workflows (an unknown port, a value its port's
-    type cannot take): printed like argparse's errors, exit status 2."""
-
-
-class CommandError(Exception):
-    """Something the command cannot do (a picture that cannot be read...): exit status 1."""
 
 
 def note(text: str) -> None:
@@ -392,7 +385,7 @@ async def _ports(args) -> int:
     untyped = sorted({uid for _, uid, kind, _, _ in rows if kind == ANY})
     if untyped and object_info is None:
         how = ("pass --object-info FILE (a saved GET /object_info), or --fetch-types to ask a "
-               f"server (the warm one of `python -m discomfort serve`, else one started for this)")
+               "server (the warm one of `python -m discomfort serve`, else one started for this)")
         if is_api_format(workflow):
             note("warning: port types are unknown (*) without the server's node definitions: an "
                  f"API-format workflow does not record them; {how}")
@@ -455,11 +448,14 @@ async def _serve(args) -> int:
     code = 0
     try:
         server = connector.server
+        pid = server.pid if server is not None else None
+        if server is None or pid is None:  # settings without a url always start their own
+            raise CommandError("serve needs a server of its own, and none was started")
         config = os.path.abspath(args.config) if args.config else None
-        path = write_state(new_state(connector.url, server.pid, start_time(server.pid),
+        path = write_state(new_state(connector.url, pid, start_time(pid),
                                      settings, config, getattr(server, "token", None)))
         print(f"warm ComfyUI at {connector.url} (started in {time.monotonic() - began:.1f} s, "
-              f"pid {server.pid}; state in {path})", flush=True)
+              f"pid {pid}; state in {path})", flush=True)
         if getattr(connector, "editor_url", None):
             print(f"its editor: {connector.editor_url}", flush=True)
         print(f"`python -m discomfort run ...` now attaches to it; stop it with Ctrl-C or "
@@ -494,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         args.subparser.print_usage(sys.stderr)
         print(f"{args.subparser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except (DiscomfortError, FileNotFoundError, CommandError) as exc:
+    except (DiscomfortError, FileNotFoundError) as exc:  # CommandError is a DiscomfortError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,6 +7,20 @@ ours subclass it, so ``except KeyError`` keeps working.
 
 from __future__ import annotations
 
+__all__ = [
+    "DiscomfortError", "DiscomfortWarning",
+    "InvalidArgumentError", "WrongTypeError", "ImageFileError", "UsageError", "CommandError",
+    "InvalidIdError", "ConfigError",
+    "StoreError", "UnsafeStoreError", "StoreLockTimeout", "ContextClosedError", "KeyNotFoundError",
+    "StoreMemoryError", "RefExportError", "ValueChangedError",
+    "BindingError", "PortError",
+    "ComfyServerError", "ComfyStartError", "ComfyInstallError", "ServeStateError",
+    "WorkflowError", "UnknownNodeTypesError",
+    "ComfyServerUnresponsive", "ComfyServerDied", "PromptValidationError", "ExecutionError",
+    "ExecutionInterrupted", "RunTimeout", "MissingInputsError", "UnknownInputError",
+    "UnusedInputError", "PortTypeError", "MissingOutputError", "PromptLost",
+]
+
 
 class DiscomfortError(Exception):
     """Base class of everything Discomfort raises on purpose."""
@@ -14,6 +28,31 @@ class DiscomfortError(Exception):
 
 class DiscomfortWarning(UserWarning):
     """Something that runs but is probably not what was meant (each names the fix)."""
+
+
+# --- arguments, the command line ----------------------------------------------------------
+
+class InvalidArgumentError(DiscomfortError, ValueError):
+    """An argument whose value a function cannot use (out of range, an unknown format, a shape
+    that is no image)."""
+
+
+class WrongTypeError(DiscomfortError, TypeError):
+    """An argument of a type the function does not take (the message names the ones it does)."""
+
+
+class ImageFileError(DiscomfortError, ValueError):
+    """A file that is not an image that can be read (missing files stay FileNotFoundError)."""
+
+
+class UsageError(DiscomfortError):
+    """``python -m discomfort``: a command line that does not fit its workflows (an unknown
+    port, a value its port's type cannot take): printed like argparse's errors, exit status 2."""
+
+
+class CommandError(DiscomfortError):
+    """``python -m discomfort``: something the command cannot do (a picture that cannot be
+    read, a warm server already running): exit status 1."""
 
 
 # --- ids, configuration -------------------------------------------------------------------
@@ -93,6 +132,10 @@ class ComfyInstallError(DiscomfortError, FileNotFoundError):
     """No usable ComfyUI installation was found."""
 
 
+class ServeStateError(DiscomfortError, ValueError):
+    """The warm server's state file (``serve.json``) cannot be trusted or read (says why)."""
+
+
 # --- workflows and conversion -------------------------------------------------------------
 
 class WorkflowError(DiscomfortError, ValueError):
@@ -156,7 +199,7 @@ def _empty_list_hint(item: dict) -> str:
         options = config[1].get("options")
     if not isinstance(options, list) or options:
         return ""
-    folder = MODEL_INPUT_FOLDERS.get(extra.get("input_name"), "<folder>")
+    folder = MODEL_INPUT_FOLDERS.get(str(extra.get("input_name")), "<folder>")
     return (f"the server has no files for {extra.get('input_name')!r} at all: point it at your "
             f"models with Discomfort.create(model_paths={{{folder!r}: '/path/to/{folder}'}}) "
             "(or the same in a --config file), or copy one in with "
@@ -224,3 +267,8 @@ class PortTypeError(PortError, TypeError):
 
 class MissingOutputError(PortError):
     """An output port did not write its value in this run."""
+
+
+class PromptLost(ComfyServerError):
+    """A queued prompt the server no longer knows: neither queued, running nor in its history
+    (the server was restarted, its queue cleared, or someone else deleted the prompt)."""

@@ -8,15 +8,17 @@ leaves the caller's context exactly as it was.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from .errors import PortTypeError, UnknownInputError, UnusedInputError
+from .errors import PortTypeError, UnknownInputError, UnusedInputError, WrongTypeError
 from .graph.ports import ANY, Port, check_value_type, consumers, find_ports
 
 TENSOR_TYPES = ("IMAGE", "MASK", "LATENT")
 
 
-def input_ports(prompts: Iterable[tuple[str, dict]], object_info: dict | None) -> dict[str, list[tuple[str, Port, bool]]]:
+def input_ports(prompts: Iterable[tuple[str, dict]],
+                object_info: dict | None) -> dict[str, list[tuple[str, Port, bool]]]:
     """unique_id -> every (workflow label, port, feeds something) that reads it."""
     table: dict[str, list[tuple[str, Port, bool]]] = {}
     for label, prompt in prompts:
@@ -32,7 +34,8 @@ def check_inputs(inputs: dict[str, Any], prompts: list[tuple[str, dict]],
     key and the fix for an unknown key, a key whose ports feed nothing, or a value that does
     not fit its port."""
     if not isinstance(inputs, dict):
-        raise TypeError(f"inputs must be a dict {{unique_id: value}}, not a {type(inputs).__name__}")
+        raise WrongTypeError(f"inputs must be a dict {{unique_id: value}}, "
+                             f"not a {type(inputs).__name__}")
     table = input_ports(prompts, object_info)
     labels = ", ".join(label for label, _ in prompts)
     ready = {}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ServeStateError
 from .store.procs import alive
 from .store.root import check_private_dir, default_root, open_root
 
@@ -46,8 +47,8 @@ def write_state(info: dict[str, Any], root: Path | None = None) -> Path:
 
 
 def read_state(root: Path | None = None) -> dict[str, Any] | None:
-    """The state file's content; None when there is none. Raises ``ValueError`` (saying why)
-    for a file that cannot be trusted or read."""
+    """The state file's content; None when there is none. Raises ``ServeStateError`` (a
+    ``ValueError``, saying why) for a file that cannot be trusted or read."""
     path = state_path(root)
     try:
         check_private_dir(path.parent)
@@ -55,19 +56,19 @@ def read_state(root: Path | None = None) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:  # UnsafeStoreError is a PermissionError; a symlink is ELOOP
-        raise ValueError(f"cannot use {path}: {exc}") from None
+        raise ServeStateError(f"cannot use {path}: {exc}") from None
     with os.fdopen(fd) as f:
         st = os.fstat(f.fileno())
         if st.st_uid != os.geteuid() or st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{path} is not a private file of ours (mode "
-                             f"{stat.S_IMODE(st.st_mode):o}, uid {st.st_uid})")
+            raise ServeStateError(f"{path} is not a private file of ours (mode "
+                                  f"{stat.S_IMODE(st.st_mode):o}, uid {st.st_uid})")
         try:
             info = json.load(f)
         except ValueError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc})") from None
+            raise ServeStateError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(info, dict) or not isinstance(info.get("url"), str) \
             or not isinstance(info.get("pid"), int):
-        raise ValueError(f"{path} does not name a server (url and pid)")
+        raise ServeStateError(f"{path} does not name a server (url and pid)")
     return info
 
 
@@ -77,7 +78,7 @@ def remove_state(owner_pid: int | None = None, root: Path | None = None) -> bool
     if owner_pid is not None:
         try:
             info = read_state(root)
-        except ValueError:
+        except ServeStateError:
             return False
         if info is None or info.get("serve_pid") != owner_pid:
             return False
@@ -129,7 +130,7 @@ def find_warm_server(root: Path | None = None, timeout: float = CHECK_TIMEOUT_S)
     gone is removed (its serve was killed); other stale files are left for their serve."""
     try:
         info = read_state(root)
-    except ValueError as exc:
+    except ServeStateError as exc:
         return WarmServer(stale=str(exc))
     if info is None:
         return WarmServer()

@@ -15,9 +15,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from wheel_support import build_wheel  # tests/ is on sys.path (pytest.ini)
 
 from discomfort.locate import LIBRARY_DIR, NODE_PACKAGE_INIT, make_node_package, node_package_root
+from wheel_support import build_wheel  # tests/ is on sys.path (pytest.ini)
 
 REPO = Path(__file__).resolve().parents[1]
 JS = REPO / "discomfort" / "comfy_nodes" / "js" / "discomfort.js"
@@ -156,3 +156,20 @@ def test_a_wheel_installs_the_library_with_its_nodes_and_never_a_top_level_nodes
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
                 if line.startswith("Requires-Dist:")]
     assert not any(line.split()[1].startswith("torch") and "extra" not in line for line in requires)
+
+
+def test_errors_py_lists_every_exception_class_and_each_is_discomforts():
+    import inspect
+
+    from discomfort import errors
+
+    defined = [name for name, obj in vars(errors).items()
+               if inspect.isclass(obj) and obj.__module__ == errors.__name__]
+    assert errors.__all__ == defined  # in the order they are defined
+    for name in defined:
+        assert issubclass(getattr(errors, name), (errors.DiscomfortError, errors.DiscomfortWarning))
+    # the ones that take the place of a built-in still are one: `except ValueError` keeps working
+    assert issubclass(errors.InvalidArgumentError, ValueError)
+    assert issubclass(errors.WrongTypeError, TypeError)
+    assert issubclass(errors.ImageFileError, ValueError)
+    assert issubclass(errors.ServeStateError, ValueError)
