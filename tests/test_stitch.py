@@ -12,7 +12,7 @@ from discomfort.errors import ConfigError, PortTypeError, WorkflowError
 from discomfort.graph import is_api_format, ui_to_api
 from discomfort.graph.discover import discover_port_nodes
 from discomfort.graph.pass_by import DEFAULT_RULES, load_rules, pass_by_for
-from discomfort.graph.ports import is_link
+from discomfort.graph.workflow import is_link
 from discomfort.graph.stitch import stitch_workflows
 
 # These tests stitch API prompts without object_info on purpose (the warning has its own test).

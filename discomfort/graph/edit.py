@@ -15,9 +15,8 @@ from typing import Any
 
 from ..binding import INPUT_CLASS, OUTPUT_CLASS
 from ..errors import WorkflowError
-from .discover import UIGraph
 from .load import is_ui_format, load_workflow
-from .ports import ANY, _input_type
+from .workflow import ANY, UIGraph, input_spec
 
 PORT_SIZE = [270, 58]
 GAP = 320  # how far left (inputs) or right (outputs) of its node a new port is placed
@@ -33,10 +32,11 @@ def add_input_port(workflow: str | os.PathLike | dict, node_id: Any, input_name:
     inputs = node.setdefault("inputs", [])
     slot_index = next((i for i, s in enumerate(inputs) if s.get("name") == input_name), None)
     if slot_index is None:
-        kind = _input_type(object_info, node.get("type"), input_name)
-        if object_info is not None and kind == ANY and not _has_input(object_info, node, input_name):
+        spec = input_spec(object_info, node.get("type"), input_name)
+        if object_info is not None and spec is None:
             raise WorkflowError(f"node {node_id} ({node.get('type')}) has no input or widget "
                                 f"{input_name!r}")
+        kind = spec[0] if spec else ANY
         inputs.append({"name": input_name, "type": kind, "widget": {"name": input_name},
                        "link": None})
         slot_index = len(inputs) - 1
@@ -91,11 +91,6 @@ def _open(workflow, node_id) -> tuple[dict, UIGraph, dict]:
         raise WorkflowError(f"the workflow has no node {node_id!r} (its nodes: "
                             f"{', '.join(sorted(graph.nodes))})")
     return data, graph, node
-
-
-def _has_input(object_info: dict, node: dict, name: str) -> bool:
-    spec = (object_info.get(node.get("type")) or {}).get("input") or {}
-    return any(name in (spec.get(section) or {}) for section in ("required", "optional"))
 
 
 def _next_node_id(data: dict, graph: UIGraph) -> int:

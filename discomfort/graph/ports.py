@@ -12,8 +12,7 @@ from typing import Any
 
 from ..binding import INPUT_CLASS, OUTPUT_CLASS
 from ..errors import PortTypeError, WorkflowError
-
-ANY = "*"
+from .workflow import ANY, check_single_writers, consumers, input_type, is_link, output_spec, rewire
 # Input types ComfyUI draws as widgets: a JSON scalar can stand in their place as a literal.
 SCALAR_TYPES = {"INT": (int,), "FLOAT": (int, float), "STRING": (str,), "BOOLEAN": (bool,),
                 "COMBO": (str, int, float)}
@@ -29,35 +28,6 @@ class Port:
     has_default: bool = False     # an input with its `default` connected
 
 
-def is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) \
-        and isinstance(value[0], (str, int))
-
-
-def _input_type(object_info: dict | None, class_type: str, name: str) -> str:
-    info = (object_info or {}).get(class_type, {}).get("input", {})
-    for section in ("required", "optional"):
-        spec = info.get(section, {}).get(name)
-        if spec:
-            kind = spec[0]
-            return "COMBO" if isinstance(kind, list) else str(kind)
-    return ANY
-
-
-def _output(object_info: dict | None, class_type: str, slot: int) -> tuple[str, bool]:
-    info = (object_info or {}).get(class_type, {})
-    outputs, as_list = info.get("output", []), info.get("output_is_list", [])
-    kind = str(outputs[slot]) if slot < len(outputs) else ANY
-    return kind, bool(as_list[slot]) if slot < len(as_list) else False
-
-
-def consumers(prompt: dict, node_id: str) -> list[tuple[str, str]]:
-    """(consumer node id, input name) of every link that reads ``node_id``'s output."""
-    return [(cid, name) for cid, node in prompt.items()
-            for name, value in node.get("inputs", {}).items()
-            if is_link(value) and str(value[0]) == str(node_id)]
-
-
 def _unique_id(node_id: str, node: dict) -> str:
     uid = node.get("inputs", {}).get("unique_id")
     if not isinstance(uid, str) or not uid:
@@ -69,25 +39,22 @@ def _unique_id(node_id: str, node: dict) -> str:
 def find_ports(prompt: dict, object_info: dict | None = None) -> tuple[list[Port], list[Port]]:
     """The input and output ports of an API prompt. Two output ports with one unique_id in a
     prompt would race for one key: that is an error naming both nodes."""
-    inputs, outputs, writers = [], [], {}
+    inputs, outputs = [], []
     for node_id, node in prompt.items():
         kind = node.get("class_type")
         if kind == INPUT_CLASS:
-            types = {_input_type(object_info, prompt[c]["class_type"], name)
+            types = {input_type(object_info, prompt[c]["class_type"], name)
                      for c, name in consumers(prompt, node_id)} - {ANY}
             inputs.append(Port(str(node_id), _unique_id(node_id, node), "input",
                                types.pop() if len(types) == 1 else ANY,
                                has_default=is_link(node["inputs"].get("default"))))
         elif kind == OUTPUT_CLASS:
             uid = _unique_id(node_id, node)
-            if uid in writers:
-                raise WorkflowError(f"output ports {writers[uid]} and {node_id} both write "
-                                    f"{uid!r}: give one of them another unique_id")
-            writers[uid] = node_id
             source = node["inputs"].get("value")
-            kind_, as_list = (_output(object_info, prompt[str(source[0])]["class_type"], source[1])
+            kind_, as_list = (output_spec(object_info, prompt[str(source[0])]["class_type"], source[1])
                               if is_link(source) and str(source[0]) in prompt else (ANY, False))
             outputs.append(Port(str(node_id), uid, "output", kind_, as_list))
+    check_single_writers((p.unique_id, p.node_id) for p in outputs)
     return inputs, outputs
 
 
@@ -99,20 +66,13 @@ def is_scalar_for(port: Port, prompt: dict, object_info: dict | None, value: Any
         return False
     uses = consumers(prompt, port.node_id)
     return bool(uses) and all(
-        isinstance(value, SCALAR_TYPES.get(_input_type(object_info, prompt[c]["class_type"], n), ()))
+        isinstance(value, SCALAR_TYPES.get(input_type(object_info, prompt[c]["class_type"], n), ()))
         for c, n in uses)
 
 
 def inline_value(prompt: dict, port: Port, value: Any) -> dict:
     """A copy of ``prompt`` with ``value`` written into the port's consumers, the port gone."""
-    out = {}
-    for node_id, node in prompt.items():
-        if node_id == port.node_id:
-            continue
-        new_inputs = {name: (value if is_link(v) and str(v[0]) == port.node_id else v)
-                      for name, v in node.get("inputs", {}).items()}
-        out[node_id] = dict(node, inputs=new_inputs)
-    return out
+    return rewire(prompt, port.node_id, value)
 
 
 def check_value_type(port: Port, value: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..binding import INPUT_CLASS, OUTPUT_CLASS
 from ..errors import WorkflowError
-from .ports import is_link
+from .workflow import is_link, rewire
 
 FORMAT = "discomfort-recipe/1"
 MAX_DEPTH = 32  # refs made of refs: deeper than this is a cycle
@@ -109,14 +109,7 @@ def splice(prompt: dict, port_id: str, recipe: dict) -> dict:
     the recipe's output."""
     if not is_recipe(recipe):
         raise WorkflowError(f"not a {FORMAT} recipe")
-    target = list(recipe["output"])
-    out = {}
-    for nid, node in prompt.items():
-        if nid == port_id:
-            continue
-        inputs = {name: (list(target) if is_link(v) and str(v[0]) == port_id else v)
-                  for name, v in node.get("inputs", {}).items()}
-        out[nid] = dict(node, inputs=inputs)
+    out = rewire(prompt, port_id, list(recipe["output"]))
     for nid, node in recipe["nodes"].items():
         out.setdefault(nid, {"class_type": node["class_type"], "inputs": dict(node["inputs"])})
     return out

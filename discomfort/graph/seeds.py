@@ -25,6 +25,7 @@ from typing import Any
 
 from .convert import RENAMED_TYPES
 from .nodedefs import NodeDefs, migrate_widgets_values
+from .workflow import UIGraph, input_spec
 
 JS_LIMIT = 1125899906842624  # 2**50: the editor's cap on min/max before it applies a control
 CONTROL = "control_after_generate"
@@ -72,7 +73,7 @@ def _advance_node(node: dict, graph: dict, defs: NodeDefs, object_info: dict,
         if widget.name != CONTROL or i == 0 or i >= len(values):
             continue
         target = saved[i - 1].name
-        kind, opts = _input_spec(object_info[type_], target)
+        kind, opts = input_spec(object_info, type_, target) or (None, {})
         filter_ = values[i + 1] if kind == "COMBO" and i + 1 < len(values) else ""
         old = values[i - 1]
         values[i - 1] = _apply(kind, opts, old, values[i], filter_, rng)
@@ -140,54 +141,24 @@ def _set_widget(node: dict, name: str, value: Any, defs: NodeDefs) -> None:
 def _primitive_targets(node: dict, graph: dict,
                        object_info: dict) -> list[tuple[tuple[str, dict], dict, str]]:
     """((type, options), node, widget name) of each server-node input the PrimitiveNode feeds."""
-    outputs = node.get("outputs") or []
-    link_ids = (outputs[0].get("links") or []) if outputs and isinstance(outputs[0], dict) else []
-    links = {}
-    for raw in graph.get("links") or []:
-        if isinstance(raw, list) and len(raw) >= 5:
-            links[raw[0]] = (raw[3], raw[4])
-        elif isinstance(raw, dict) and "id" in raw:
-            links[raw["id"]] = (raw.get("target_id"), raw.get("target_slot"))
-    nodes = {str(n.get("id")): n for n in graph.get("nodes") or [] if isinstance(n, dict)}
+    level = UIGraph({"nodes": [n for n in graph.get("nodes") or [] if isinstance(n, dict)],
+                     "links": graph.get("links")})
     specs = []
-    for link_id in link_ids:
-        target_id, slot = links.get(link_id, (None, None))
-        target = nodes.get(str(target_id))
-        info = object_info.get(RENAMED_TYPES.get(target.get("type"), target.get("type"))) \
-            if target else None
-        name = _widget_at(target, link_id, slot) if info else None
-        spec = _input_spec(info, name) if name else (None, {})
-        if spec[0]:
+    for link in level.links_from(node):
+        target = level.node(link.target_id)
+        type_ = RENAMED_TYPES.get(target.get("type"), target.get("type")) if target else None
+        widget = (level.target_input(link) or {}).get("widget") if type_ in object_info else None
+        name = widget.get("name") if isinstance(widget, dict) else None
+        spec = input_spec(object_info, type_, name) if name else None
+        if spec:
             specs.append((spec, target, name))
     return specs
-
-
-def _widget_at(target: dict, link_id: int, slot: Any) -> str | None:
-    """The widget name of the target input holding ``link_id`` (else the one at ``slot``)."""
-    inputs = [s for s in target.get("inputs") or [] if isinstance(s, dict)]
-    entry = next((s for s in inputs if s.get("link") == link_id), None)
-    if entry is None and isinstance(slot, int) and 0 <= slot < len(inputs):
-        entry = inputs[slot]
-    widget = (entry or {}).get("widget")
-    return widget.get("name") if isinstance(widget, dict) else None
 
 
 def _is_linked(node: dict, widget: str) -> bool:
     return any(isinstance(s, dict) and s.get("link") is not None
                and (s.get("widget") or {}).get("name") == widget
                for s in node.get("inputs") or [])
-
-
-def _input_spec(info: dict, name: str) -> tuple[str | None, dict]:
-    """("INT" / "FLOAT" / "COMBO" / ..., options) of input ``name``; options get a combo's list."""
-    for section in ("required", "optional"):
-        spec = ((info.get("input") or {}).get(section) or {}).get(name)
-        if isinstance(spec, list) and spec:
-            opts = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if isinstance(spec[0], list):
-                return "COMBO", {**opts, "options": spec[0]}
-            return str(spec[0]), opts
-    return None, {}
 
 
 # --- one control step, as the editor's applyWidgetControl -----------------------------------

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import DiscomfortWarning, PortTypeError, WorkflowError
-from .discover import (
-    UIGraph, check_single_writers, concrete, discover_port_nodes, merge_types, parse_link,
-    ui_ports,
-)
+from .discover import discover_port_nodes, input_port_type, output_port_type, ui_ports
 from .load import is_api_format, is_ui_format, load_workflow
-from .ports import _input_type, _output, consumers, find_ports, is_link
+from .ports import find_ports
+from .workflow import (
+    Link, UIGraph, check_single_writers, concrete, consumers, input_type, is_link, merge_types,
+    output_spec, parse_link, rewire, types_compatible,
+)
 
 MARGIN = 100          # editor units between two stitched parts
 _NAMESPACE = uuid.UUID("5f0c6d2e-7a57-4c1b-9d3e-6b7d1f0a2c11")  # renamed subgraph definitions
@@ -55,17 +56,8 @@ def _describe(role: str, uid: str, original_id: Any, new_id: Any, label: str) ->
     return f"{role} port {uid!r} ({where})"
 
 
-def _types_match(a: str, b: str) -> bool:
-    """``"*"`` matches anything; LiteGraph type lists ``"A,B"`` match when they share one."""
-    if not concrete(a) or not concrete(b):
-        return True
-    left = {x.strip() for x in a.split(",")}
-    right = {x.strip() for x in b.split(",")}
-    return bool(left & right) or "*" in left | right
-
-
 def _check_join(uid: str, out_desc: str, out_type: str, in_desc: str, in_type: str) -> None:
-    if not _types_match(out_type, in_type):
+    if not types_compatible(out_type, in_type):
         raise PortTypeError(f"cannot join {out_desc}, of type {out_type}, to {in_desc}, "
                             f"which feeds {in_type}")
 
@@ -172,24 +164,15 @@ def _first_number(node_id: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _api_rewire(prompt: dict, node_id: str, source: list) -> None:
-    """Every link that reads ``node_id`` reads ``source`` instead."""
-    for node in prompt.values():
-        inputs = node.get("inputs") or {}
-        for name, value in inputs.items():
-            if is_link(value) and str(value[0]) == node_id:
-                inputs[name] = list(source)
-
-
 def _api_source_type(prompt: dict, source: list, object_info: dict | None) -> str:
     origin = prompt.get(str(source[0]))
     if origin is None:
         return "*"
-    return _output(object_info, origin.get("class_type"), source[1])[0]
+    return output_spec(object_info, origin.get("class_type"), source[1])[0]
 
 
 def _api_input_type(prompt: dict, node_id: str, object_info: dict | None) -> str:
-    return merge_types(_input_type(object_info, prompt[c]["class_type"], name)
+    return merge_types(input_type(object_info, prompt[c]["class_type"], name)
                        for c, name in consumers(prompt, node_id))
 
 
@@ -228,7 +211,7 @@ def _stitch_api(parts: list[dict], labels: list[str], delete_inputs: bool, delet
                 raise _no_source(port.unique_id, out_desc, in_desc)
             _check_join(port.unique_id, out_desc, _api_source_type(result, source, object_info),
                         in_desc, _api_input_type(result, new_id, object_info))
-            _api_rewire(result, new_id, source)
+            result = rewire(result, new_id, source, drop=False)
             joined_in.add(new_id)
             joined_out.add(writer.node_id)
         for port in out_ports:
@@ -319,9 +302,9 @@ def _normalise_ui(part: dict) -> None:
         if link is None:
             continue
         if isinstance(raw, dict) and raw.get("parentId") is not None:
-            extra.setdefault("linkExtensions", []).append({"id": link[0],
+            extra.setdefault("linkExtensions", []).append({"id": link.id,
                                                            "parentId": raw["parentId"]})
-        links.append(link)
+        links.append(link.as_list())
     part["links"] = links
     if isinstance(part.get("reroutes"), list):
         extra.setdefault("reroutes", []).extend(part.pop("reroutes"))
@@ -367,7 +350,7 @@ class _UIStitcher:
         for node_id in removed_nodes:
             removed_links |= self.remove_node(graph, graph.nodes[node_id])
         self.out["nodes"] = [n for n in self.out["nodes"] if str(n.get("id")) not in removed_nodes]
-        self.out["links"] = [graph.links[i] for i in sorted(graph.links, key=_as_int)]
+        self.out["links"] = [graph.links[i].as_list() for i in sorted(graph.links, key=_as_int)]
         self.drop_link_metadata(removed_links)
         self.out["last_node_id"] = max([self.max_node] + [_as_int(n.get("id"))
                                                           for n in self.out["nodes"]])
@@ -504,8 +487,8 @@ class _UIStitcher:
                 link = graph.in_link(source, "value")
                 if link is None:
                     raise _no_source(uid, out_desc, in_desc)
-                out_type = graph.output_port_type(source)
-                _check_join(uid, out_desc, out_type, in_desc, graph.input_port_type(port))
+                out_type = output_port_type(graph, source)
+                _check_join(uid, out_desc, out_type, in_desc, input_port_type(graph, port))
                 self.rewire(graph, port, link, out_type)
                 joined_in.add(str(new_id))
                 joined_out.add(str(writer.node_id))
@@ -518,14 +501,14 @@ class _UIStitcher:
             | (joined_out if delete_outputs else set())
 
     @staticmethod
-    def rewire(graph: UIGraph, port: dict, source: list, kind: str) -> None:
+    def rewire(graph: UIGraph, port: dict, source: Link, kind: str) -> None:
         """The links leaving ``port`` leave ``source``'s origin slot instead."""
-        origin_id, origin_slot = source[1], source[2]
+        origin_id, origin_slot = source.origin_id, source.origin_slot
         origin = graph.node(origin_id)
         outputs = (origin or {}).get("outputs") or []
         if not (isinstance(origin_slot, int) and 0 <= origin_slot < len(outputs)
                 and isinstance(outputs[origin_slot], dict)):
-            raise WorkflowError(f"link {source[0]} comes from output {origin_slot} of node "
+            raise WorkflowError(f"link {source.id} comes from output {origin_slot} of node "
                                 f"{origin_id}, which has no such output")
         slot = outputs[origin_slot]
         slot["links"] = list(slot.get("links") or [])
@@ -533,9 +516,9 @@ class _UIStitcher:
             link = graph.links.get(link_id)
             if link is None:
                 continue
-            link[1], link[2] = origin_id, origin_slot
-            if not concrete(link[5]) and concrete(kind):
-                link[5] = kind
+            link.origin_id, link.origin_slot = origin_id, origin_slot
+            if not concrete(link.type) and concrete(kind):
+                link.type = kind
             if link_id not in slot["links"]:
                 slot["links"].append(link_id)
         if port.get("outputs"):
@@ -549,19 +532,20 @@ class _UIStitcher:
             link = graph.links.pop(slot.get("link"), None) if isinstance(slot, dict) else None
             if link is None:
                 continue
-            removed.add(link[0])
-            origin = graph.node(link[1])
+            removed.add(link.id)
+            origin = graph.node(link.origin_id)
             outputs = (origin or {}).get("outputs") or []
-            if isinstance(link[2], int) and 0 <= link[2] < len(outputs):
-                outputs[link[2]]["links"] = [i for i in outputs[link[2]].get("links") or []
-                                             if i != link[0]]
+            slot = link.origin_slot
+            if isinstance(slot, int) and 0 <= slot < len(outputs):
+                outputs[slot]["links"] = [i for i in outputs[slot].get("links") or []
+                                          if i != link.id]
         for slot in node.get("outputs") or []:
             for link_id in (slot.get("links") or []) if isinstance(slot, dict) else []:
                 link = graph.links.pop(link_id, None)
                 if link is None:
                     continue
                 removed.add(link_id)
-                for target_slot in (graph.node(link[3]) or {}).get("inputs") or []:
+                for target_slot in (graph.node(link.target_id) or {}).get("inputs") or []:
                     if isinstance(target_slot, dict) and target_slot.get("link") == link_id:
                         target_slot["link"] = None
         return removed
