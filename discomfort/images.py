@@ -13,16 +13,20 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .errors import ImageFileError, InvalidArgumentError, WrongTypeError
 
 __all__ = ["image_grid", "image_to_tensor", "open_image_as_tensor", "save_comfy_image_to_disk"]
 
 # Suffix -> Pillow format name, and the options each is written with. JPEG cannot be lossless,
 # so it gets a high quality; WebP is written lossless so a round trip keeps the pixels.
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-_SAVE_OPTIONS = {"PNG": {"compress_level": 4}, "JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+_SAVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "PNG": {"compress_level": 4}, "JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
 _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
@@ -39,18 +43,18 @@ def open_image_as_tensor(path: str | os.PathLike, *, with_mask: bool = False):
     one has the image's size, so it can be used with the image directly).
 
     Raises FileNotFoundError (or another OSError) when the file cannot be opened, and
-    ValueError naming the path when its content is not a readable image.
+    ImageFileError (a ValueError) naming the path when its content is not a readable image.
     """
     import torch
 
     path = Path(path)
     with open(path, "rb") as fh:  # missing file, directory, permission: the OS's own errors
         try:
-            with Image.open(fh) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
+            with Image.open(fh) as opened:
+                opened.load()
+                img = ImageOps.exif_transpose(opened)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ValueError(f"{path}: not a readable image file ({exc})") from exc
+            raise ImageFileError(f"{path}: not a readable image file ({exc})") from exc
 
     image = image_to_tensor(img)
     if not with_mask:
@@ -109,7 +113,7 @@ def save_comfy_image_to_disk(
     else:
         targets = [path.with_name(f"{path.stem}_{i:05d}{path.suffix}") for i in range(len(batch))]
     path.parent.mkdir(parents=True, exist_ok=True)
-    for pixels, target in zip(batch, targets):
+    for pixels, target in zip(batch, targets, strict=True):
         img = Image.fromarray(pixels)  # RGB or RGBA, from the last axis
         if fmt == "JPEG" and img.mode == "RGBA":
             img = img.convert("RGB")
@@ -125,9 +129,10 @@ def image_grid(images, columns: int | None = None, *, scale: int = 1, gap: int =
     C = 3 or 4, values in 0..1, as ``save_comfy_image_to_disk`` takes), or a list (any
     iterable: a dict's values...) of those, nested or not; every image of a batch takes its own
     cell. Without ``columns`` the grid is as square as it can be (``ceil(sqrt(n))`` columns);
-    it never has more columns than images. Each cell is as large as the largest image; a smaller one is centred in it. ``scale``
-    enlarges every image that many times, pixels kept sharp (64x64 pictures are hard to see
-    at 1); ``gap`` pixels of ``background`` separate the cells; transparent pixels show it.
+    it never has more columns than images. Each cell is as large as the largest image; a
+    smaller one is centred in it. ``scale`` enlarges every image that many times, pixels kept
+    sharp (64x64 pictures are hard to see at 1); ``gap`` pixels of ``background`` separate the
+    cells; transparent pixels show it.
 
     In Jupyter a PIL image that is the last expression of a cell is shown inline.
     """
@@ -135,10 +140,10 @@ def image_grid(images, columns: int | None = None, *, scale: int = 1, gap: int =
         if value is None and name == "columns":
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+            raise InvalidArgumentError(f"{name} must be a whole number >= {least}, got {value!r}")
     pictures = _grid_pictures(images)
     if not pictures:
-        raise ValueError("image_grid needs at least one image")
+        raise InvalidArgumentError("image_grid needs at least one image")
     count = len(pictures)
     columns = min(columns or math.ceil(math.sqrt(count)), count)
     rows = math.ceil(count / columns)
@@ -169,8 +174,8 @@ def _grid_pictures(images) -> list[Image.Image]:
     if isinstance(images, np.ndarray) or (torch is not None and isinstance(images, torch.Tensor)):
         return [Image.fromarray(pixels) for pixels in _as_uint8_batch(images)]
     if isinstance(images, (str, bytes, os.PathLike)) or not hasattr(images, "__iter__"):
-        raise TypeError("image_grid takes PIL images, IMAGE tensors or arrays, or a list of "
-                        f"them; got {type(images).__name__}")
+        raise WrongTypeError("image_grid takes PIL images, IMAGE tensors or arrays, or a list of "
+                             f"them; got {type(images).__name__}")
     return [picture for item in images for picture in _grid_pictures(item)]
 
 
@@ -179,14 +184,15 @@ def _pick_format(path: Path, format: str | None) -> str:
     if format is not None:
         fmt = _FORMATS.get("." + str(format).lower().lstrip("."))
         if fmt is None:
-            raise ValueError(f"format {format!r} is not supported; use one of png, jpeg, jpg, webp")
+            raise InvalidArgumentError(f"format {format!r} is not supported; use one of png, jpeg, "
+                                       "jpg, webp")
         return fmt
     if not path.suffix:
         return "PNG"
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: cannot tell the image format from the suffix {path.suffix!r}; "
-                         "use .png, .jpg, .jpeg or .webp, or pass format=")
+        raise InvalidArgumentError(f"{path}: cannot tell the image format from the suffix "
+                                   f"{path.suffix!r}; use .png, .jpg, .jpeg or .webp, or pass format=")
     return fmt
 
 
@@ -196,21 +202,22 @@ def _as_uint8_batch(tensor) -> np.ndarray:
 
     if torch is not None and isinstance(tensor, torch.Tensor):
         if not tensor.is_floating_point():
-            raise TypeError(f"expected a float tensor, values in 0..1; got dtype {tensor.dtype}")
+            raise WrongTypeError(f"expected a float tensor, values in 0..1; got dtype {tensor.dtype}")
         array = tensor.detach().to("cpu", torch.float32).numpy()
     elif isinstance(tensor, np.ndarray):
         if not np.issubdtype(tensor.dtype, np.floating):
-            raise TypeError(f"expected a float array with values in 0..1, got dtype {tensor.dtype}")
+            raise WrongTypeError(f"expected a float array with values in 0..1, got dtype "
+                                 f"{tensor.dtype}")
         array = tensor.astype(np.float32, copy=False)
     else:
-        raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(tensor).__name__}")
+        raise WrongTypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(tensor).__name__}")
 
     shape = tuple(array.shape)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[3] not in (3, 4) or 0 in array.shape:
         hint = " (channels must come last)" if array.ndim == 4 and array.shape[1] in (3, 4) else ""
-        raise ValueError(f"expected an image of shape [B, H, W, C] or [H, W, C] with C = 3 or 4, "
-                         f"got shape {list(shape)}{hint}")
+        raise InvalidArgumentError(f"expected an image of shape [B, H, W, C] or [H, W, C] with "
+                                   f"C = 3 or 4, got shape {list(shape)}{hint}")
     array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
     return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -4,7 +4,14 @@ helpers, gathered where a user looks for them. Everything here is pure or local-
 from __future__ import annotations
 
 from .graph import (
-    add_input_port, add_output_port, discover_port_nodes, is_api_format, load_workflow, prune_to_output, stitch_workflows, ui_to_api,
+    add_input_port,
+    add_output_port,
+    discover_port_nodes,
+    is_api_format,
+    load_workflow,
+    prune_to_output,
+    stitch_workflows,
+    ui_to_api,
 )
 from .graph.ports import find_ports
 from .images import image_grid, image_to_tensor, open_image_as_tensor, save_comfy_image_to_disk

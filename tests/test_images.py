@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from discomfort.errors import ImageFileError, InvalidArgumentError, WrongTypeError
 from discomfort.images import open_image_as_tensor, save_comfy_image_to_disk
 
 STEP = 1 / 255 + 1e-6
@@ -167,8 +168,9 @@ def test_missing_file(tmp_path):
 
 def test_not_an_image_names_the_path(tmp_path):
     (tmp_path / "notes.png").write_text("hello, not an image")
-    with pytest.raises(ValueError, match=r"notes\.png.*not a readable image"):
+    with pytest.raises(ImageFileError, match=r"notes\.png.*not a readable image") as caught:
         open_image_as_tensor(tmp_path / "notes.png")
+    assert isinstance(caught.value, ValueError)  # errors.py's classes keep the built-in's
 
 
 def test_truncated_image_is_a_value_error(tmp_path):
@@ -190,15 +192,16 @@ def test_wrong_shapes_name_received_and_expected(tmp_path, shape):
 
 
 def test_channels_first_gets_a_hint(tmp_path):
-    with pytest.raises(ValueError, match="channels must come last"):
+    with pytest.raises(InvalidArgumentError, match="channels must come last"):
         save_comfy_image_to_disk(torch.zeros(1, 3, 8, 8), tmp_path / "x.png")
 
 
 @pytest.mark.parametrize("value", [torch.zeros(1, 2, 2, 3, dtype=torch.uint8),
                                    np.zeros((2, 2, 3), dtype=np.int64), [[[0.0, 0.0, 0.0]]]])
 def test_wrong_types_are_type_errors(tmp_path, value):
-    with pytest.raises(TypeError, match="expected a"):
+    with pytest.raises(WrongTypeError, match="expected a") as caught:
         save_comfy_image_to_disk(value, tmp_path / "x.png")
+    assert isinstance(caught.value, TypeError)
 
 
 def test_unknown_suffix_or_format(tmp_path):
