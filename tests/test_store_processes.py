@@ -164,15 +164,17 @@ def test_a_dead_attachers_leftover_does_not_keep_a_run(run_python):
 def test_a_forked_child_does_not_share_its_parents_lock():
     with WorkflowContext() as ctx:
         ctx.save("k", 1)
-        with ctx._lock.held():  # the parent holds the run's lock...
+        with ctx.locked():  # the parent holds the run's lock...
             pid = os.fork()
             if pid == 0:        # ...so the child must wait for it, not slip through
                 from discomfort.errors import StoreLockTimeout
 
                 try:
-                    with ctx._lock.held(timeout=0.2):
+                    with ctx.locked(timeout=0.2):
                         os._exit(1)
                 except StoreLockTimeout:
                     os._exit(0)
+                os._exit(2)
             _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+        assert ctx.load("k") == 1  # released: the parent goes on

@@ -45,12 +45,26 @@ class Encoded:
     def to_bytes(self) -> bytes:
         return self.header + self.payload.tobytes()
 
+    def hash_into(self, hasher) -> None:
+        """Feed the blob's bytes to ``hasher`` without joining them into a copy."""
+        hasher.update(self.header)
+        hasher.update(self.payload)
+
 
 def _header(meta: dict, payload_len: int) -> bytes:
     meta = dict(meta, n=payload_len)
-    body = json.dumps(meta, separators=(",", ":")).encode()
+    return _frame(json.dumps(meta, separators=(",", ":")).encode())
+
+
+def _frame(body: bytes) -> bytes:
     raw = MAGIC + _LEN.pack(len(body)) + body
     return raw + b"\0" * (-len(raw) % ALIGN)
+
+
+def _simple_header(kind: str, payload_len: int) -> bytes:
+    """The header of a pickle or JSON value, without json.dumps (a small save is ~20 us in
+    all, and this is on its path). Same bytes as ``_header({"kind": kind}, payload_len)``."""
+    return _frame(b'{"kind":"%s","n":%d}' % (kind.encode(), payload_len))
 
 
 def _is_torch_tensor(value: Any) -> bool:
@@ -61,7 +75,7 @@ def _is_torch_tensor(value: Any) -> bool:
 def encode(value: Any, as_json: bool = False) -> Encoded:
     if as_json:
         body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-        return Encoded(_header({"kind": "json"}, len(body)), memoryview(body), "json")
+        return Encoded(_simple_header("json", len(body)), memoryview(body), "json")
     if _is_torch_tensor(value):
         tensor = _strided_copy(value)
         raw = tensor.reshape(-1).view(_torch().uint8).numpy() if tensor.numel() else np.empty(0, np.uint8)
@@ -79,7 +93,7 @@ def encode(value: Any, as_json: bool = False) -> Encoded:
         return Encoded(_header(meta, raw.nbytes), memoryview(raw), "numpy", array,
                        meta["shape"], str(array.dtype))
     body = cloudpickle.dumps(value, protocol=5)
-    return Encoded(_header({"kind": "pickle"}, len(body)), memoryview(body), "pickle")
+    return Encoded(_simple_header("pickle", len(body)), memoryview(body), "pickle")
 
 
 def _strided_copy(value):

@@ -2,14 +2,21 @@
 
 A run is a private directory ``<root>/<CONTEXTS_DIR_NAME>/<run_id>/`` holding:
 
-- ``run.json``   who owns the run (pid, start time), its RAM budget and segment tag; written once;
-- ``index.json`` the receipt: every key's storage, size, pass_by, version and location;
-- ``lock``       the run's lock: every read and write of the index happens under it;
+- ``run.json``   who owns the run (pid, start time), its RAM budget, segment tag and where its
+                 index is; written once;
 - ``data/``      values kept on disk; ``attach/`` one file per live re-attached handle.
 
-Values live in POSIX shared memory (preferred) or in ``data/``. Nothing is lost on a failure
-path: a save writes into storage the index does not point at yet, then flips the index with an
-atomic rename, so a save that fails or is killed leaves the old value in place.
+The index (the receipt: every key's storage, size, pass_by, version and location) and the
+run's lock live on a memory filesystem where there is one (see ``index.py``), else in the run
+directory. Values live in POSIX shared memory (preferred) or in ``data/``. Nothing is lost on
+a failure path: a save writes into storage the index does not point at yet, then flips the
+index with an atomic rename, so a save that fails or is killed leaves the old value in place.
+
+A handle is opened in one of three roles, each by its own constructor:
+``WorkflowContext(...)`` creates a run and owns it (its shutdown deletes the run);
+``WorkflowContext.open(run_id)`` is a user's re-attach (it reaps orphaned runs and keeps the
+run alive while it lives); ``WorkflowContext.attach(run_id, contexts_dir_name)`` is a port
+node's, in the ComfyUI server, for one brief operation of a run its owner is driving.
 """
 
 from __future__ import annotations
@@ -27,23 +34,30 @@ from typing import Any, Iterator
 import cloudpickle
 
 from ..errors import (
-    ContextClosedError, KeyNotFoundError, RefExportError, StoreError, StoreMemoryError,
+    ContextClosedError, InvalidIdError, KeyNotFoundError, RefExportError, StoreError,
+    StoreMemoryError,
 )
 from . import codec, procs, shm
 from .config import GIB, MIB, load_config, ram_capacity_bytes
+from .entry import DISK, SHM, Entry, freeze
 from .ids import check_dir_name, check_run_id, check_unique_id, key_slug, new_run_id, run_tag
-from .locks import run_lock
+from .index import IN_RUN, RunIndex
 from .reaper import delete_run, reap_orphans
 from .root import check_private_dir, ensure_private_dir, open_root
 
 PASS_BY = ("val", "ref")
 EAGER_DIGEST_BYTES = 64 * 1024  # values this small get their fingerprint as they are saved
-INDEX = "index.json"
 META = "run.json"
+OWNER, USER, PORT = "owner", "user", "port"  # the roles a handle is opened in
 
 
-def _digest(data) -> str:
-    return "b2:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+def _digest(data=None, encoded: codec.Encoded | None = None) -> str:
+    hasher = hashlib.blake2b(digest_size=16)
+    if encoded is not None:
+        encoded.hash_into(hasher)
+    else:
+        hasher.update(data)
+    return "b2:" + hasher.hexdigest()
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -61,67 +75,93 @@ class WorkflowContext:
     def __init__(self, config_path: str | os.PathLike | None = None,
                  max_ram_gb: float | None = None, run_id: str | None = None,
                  create: bool = True):
-        self._open(config_path, max_ram_gb, run_id, create, contexts_dir_name=None)
+        """The spec's constructor: a new run of our own, or (``create=False``) what
+        ``WorkflowContext.open(run_id)`` gives."""
+        if create:
+            self._open(OWNER, run_id, config_path=config_path, max_ram_gb=max_ram_gb)
+        else:
+            if run_id is None:
+                raise InvalidIdError("create=False re-attaches to a run: give its run_id")
+            self._open(USER, run_id, config_path=config_path)
+
+    @classmethod
+    def open(cls, run_id: str, config_path: str | os.PathLike | None = None) -> "WorkflowContext":
+        """A user's re-attach to a live run (``WorkflowContext(run_id=..., create=False)``).
+        Its values belong to the run; while this handle lives the run is not reaped even if
+        its owner dies; its shutdown never deletes the run."""
+        self = cls.__new__(cls)
+        self._open(USER, run_id, config_path=config_path)
+        return self
 
     @classmethod
     def attach(cls, run_id: str, contexts_dir_name: str = "contexts") -> "WorkflowContext":
-        """Re-attach to a run by its location, for one brief operation (what a port node
-        does). Unlike ``create=False`` it neither reaps orphans nor registers as a live
-        attacher: the run's owner is driving the prompt, so the run outlives the operation."""
+        """A port node's handle on a run, by the location its binding names, for one brief
+        operation. Unlike ``open`` it neither reaps orphans nor registers as a live attacher:
+        the run's owner is driving the prompt, so the run outlives the operation."""
         self = cls.__new__(cls)
-        self._open(None, None, run_id, False, contexts_dir_name=contexts_dir_name)
+        self._open(PORT, run_id, contexts_dir_name=contexts_dir_name)
         return self
 
-    def _open(self, config_path, max_ram_gb, run_id, create, contexts_dir_name) -> None:
+    def _open(self, role: str, run_id: str | None, *, config_path=None, max_ram_gb=None,
+              contexts_dir_name: str | None = None) -> None:
         # Ids first: a bad one is refused before any file is touched.
         if run_id is not None:
             check_run_id(run_id)
         if contexts_dir_name is not None:
             check_dir_name(contexts_dir_name)
-        config = load_config(config_path)
-        capacity = ram_capacity_bytes(config, max_ram_gb) if create else 0
-        self._dir_name = contexts_dir_name or config["CONTEXTS_DIR_NAME"]
-        self._run_id = run_id or new_run_id()
-        self._closed = False
-        self._close_lock = threading.Lock()
+        self._closed = True  # until open: a failed open has nothing to shut down
         self._maps: dict[str, mmap.mmap] = {}
+        if role == PORT:  # the binding names the directory; no config is read in the server
+            config = None
+            self._dir_name = contexts_dir_name
+        else:
+            config = load_config(config_path)
+            self._dir_name = config["CONTEXTS_DIR_NAME"]
+        self._run_id = run_id or new_run_id()
+        self._close_lock = threading.Lock()
         contexts = ensure_private_dir(open_root() / self._dir_name)
-        if contexts_dir_name is None:
+        if role != PORT:
             reap_orphans(contexts)  # users' opens clean up; a port node's attach() stays cheap
         self._dir = contexts / self._run_id
-        if create:
+        self._owner = role == OWNER
+        self._attach_file = None
+        if role == OWNER:
+            capacity = ram_capacity_bytes(config, max_ram_gb)
             try:
                 os.mkdir(self._dir, 0o700)
             except FileExistsError:
                 raise FileExistsError(
                     f"run {self._run_id!r} already exists; re-attach to it with "
-                    f"WorkflowContext(run_id={self._run_id!r}, create=False)") from None
+                    f"WorkflowContext.open({self._run_id!r}) (or create=False)") from None
             pid, started = procs.me()
-            self._meta = {"owner_pid": pid, "owner_start": started, "ram_capacity_bytes": capacity,
-                          "tag": run_tag(self._dir_name, self._run_id), "format": 1}
             os.mkdir(self._dir / "data", 0o700)
             os.mkdir(self._dir / "attach", 0o700)
-            _write_json(self._dir / INDEX, {"seq": 0, "keys": {}, "stamps": {}, "pending": []})
+            self._index = RunIndex.create(self._dir)
+            self._meta = {"owner_pid": pid, "owner_start": started, "ram_capacity_bytes": capacity,
+                          "tag": run_tag(self._dir_name, self._run_id), "format": 1,
+                          "index": self._index.location}
             _write_json(self._dir / META, self._meta)  # last: a run without it is unfinished
-            self._owner = True
-            self._attach_file = None
         else:
             if not self._dir.is_dir():
                 raise FileNotFoundError(
                     f"no run {self._run_id!r} under {contexts}: it was never created, "
                     "or its owner shut it down")
             check_private_dir(self._dir)
-            self._meta = json.loads((self._dir / META).read_text())
-            self._attach_file = None
-            if contexts_dir_name is None:  # a user's re-attach: keeps the run from being reaped
+            try:
+                self._meta = json.loads((self._dir / META).read_text())
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"run {self._run_id!r} is still being created, or its creation failed") from None
+            self._index = RunIndex.open(self._dir, self._meta.get("index", IN_RUN))
+            if role == USER:  # keeps the run from being reaped while this handle lives
                 pid, started = procs.me()
                 self._attach_file = self._dir / "attach" / f"{pid}-{started}-{os.urandom(4).hex()}"
                 os.close(os.open(self._attach_file, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._owner = False
-        self._lock = run_lock(self._dir / "lock")
         self._tag = self._meta["tag"]
+        self._closed = False
         self._finalizer = weakref.finalize(
-            self, _release, self._maps, self._dir if self._owner else None, self._attach_file, self._tag)
+            self, _release, self._maps, self._index, self._dir if self._owner else None,
+            self._attach_file, self._tag)
 
     # --- identity -------------------------------------------------------------------------
 
@@ -180,12 +220,12 @@ class WorkflowContext:
             entry = self._place_in_ram(index, old, encoded) if use_ram else None
             if entry is None:
                 entry = self._place_on_disk(index, unique_id, encoded, version)
-            entry.update(slug=key_slug(unique_id), pass_by=pass_by, kind=encoded.kind,
+            entry.update(pass_by=pass_by, kind=encoded.kind,
                          size=encoded.size, version=version)
             if encoded.size <= EAGER_DIGEST_BYTES:  # cheaper now than an index rewrite later
-                entry["digest"] = [version, _digest(encoded.to_bytes())]
+                entry["digest"] = [version, _digest(encoded=encoded)]
             if encoded.shape is not None:
-                entry.update(shape=encoded.shape, dtype=encoded.dtype)
+                entry.update(shape=encoded.shape, dtype=encoded.dtype, nbytes=encoded.payload.nbytes)
             entry.pop("source", None)
             if source is not None:
                 entry["source"] = source
@@ -210,15 +250,17 @@ class WorkflowContext:
     def fingerprint(self, unique_id: str) -> str:
         """A digest of the stored bytes: equal values give equal fingerprints, in any run."""
         with self._locked() as index:
-            entry = self._entry(index, unique_id)
-            cached = entry.get("digest")
-            if cached and cached[0] == entry["version"]:
-                return cached[1]
-            with self._blob(entry) as blob:
-                digest = _digest(blob)
-            entry["digest"] = [entry["version"], digest]
-            self._commit(index, [])
-            return digest
+            return self._fingerprint(index, self._entry(index, unique_id))
+
+    @contextmanager
+    def locked(self, timeout: float = 60.0) -> Iterator[None]:
+        """Hold the run's lock across several operations of this thread (say, a load and a
+        save that must not interleave with another process's). Other threads and processes
+        wait, up to their deadline: keep it short, and never hold it across an ``await``."""
+        if self._closed:
+            raise ContextClosedError(f"run {self._run_id!r}: this context was shut down")
+        with self._index.lock.held(timeout):
+            yield
 
     # --- stamps: how an output port proves it ran in a given prompt ------------------------
 
@@ -234,22 +276,20 @@ class WorkflowContext:
 
     # --- context management ---------------------------------------------------------------
 
-    def get_storage_info(self, unique_id: str) -> dict[str, Any] | None:
+    def entry(self, unique_id: str, *, fingerprint: bool = False) -> Entry:
+        """What is stored under ``unique_id``, without loading it (KeyError if nothing).
+        With ``fingerprint`` its digest is computed if not known yet (it hashes the value)."""
         with self._locked() as index:
-            entry = index["keys"].get(unique_id)
-            if entry is None:
-                return None
-            info = {"storage_type": entry["storage"], "size": entry["size"],
-                    "pass_by": entry["pass_by"], "version": entry["version"], "kind": entry["kind"]}
-            if "shape" in entry:
-                info.update(shape=entry["shape"], dtype=entry["dtype"])
-            if "source" in entry:
-                info["source"] = entry["source"]
-            if entry["storage"] == "ram":
-                info["shm_name"] = entry["active"]
-            else:
-                info["path"] = str(self._dir / entry["file"])
-            return info
+            raw = self._entry(index, unique_id)
+            if fingerprint:
+                self._fingerprint(index, raw)
+            return self._typed(index, unique_id, raw)
+
+    def get_storage_info(self, unique_id: str) -> dict[str, Any] | None:
+        """The spec's metadata dict (built from ``entry``), or None if nothing is stored."""
+        with self._locked() as index:
+            raw = index["keys"].get(unique_id)
+            return None if raw is None else self._typed(index, unique_id, raw).storage_info()
 
     def list_keys(self) -> list[str]:
         with self._locked() as index:
@@ -323,18 +363,25 @@ class WorkflowContext:
     def _locked(self) -> Iterator[dict]:
         if self._closed:
             raise ContextClosedError(f"run {self._run_id!r}: this context was shut down")
+        index_file = self._index
         try:
-            with self._lock.held():
-                index = json.loads((self._dir / INDEX).read_text())
-                if index.get("freeing"):
-                    self._free(index["freeing"])  # a writer died between commit and free
-                if index["pending"]:
-                    # Storage of a save that failed or was killed before its commit.
-                    stale = [item for item, _ in index["pending"]]
-                    index["pending"] = []
-                    self._commit(index, stale)
-                self._prune_maps(index)
-                yield index
+            with index_file.lock.held():
+                try:
+                    index = index_file.read()
+                    if index.get("freeing"):
+                        self._free(index["freeing"])  # a writer died between commit and free
+                        index["freeing"] = []  # written with the next change: freeing twice is harmless
+                    if index["pending"]:
+                        # Storage of a save that failed or was killed before its commit.
+                        stale = [item for item, _ in index["pending"]]
+                        index["pending"] = []
+                        self._commit(index, stale)
+                    if index_file.changed:  # by another handle: it may have freed segments
+                        self._prune_maps(index)
+                    yield index
+                except BaseException:
+                    index_file.drop_cache()  # it may hold changes that were never written
+                    raise
         except FileNotFoundError as exc:
             if not self._dir.exists():
                 raise ContextClosedError(
@@ -346,7 +393,7 @@ class WorkflowContext:
         records what is being freed, so storage of a writer killed in between is freed by the
         next locked operation (freeing twice is harmless: names are never reused)."""
         index["freeing"] = list(release)
-        _write_json(self._dir / INDEX, index)
+        self._index.write(index)
         self._free(release)
 
     def _free(self, release: list[str]) -> None:
@@ -363,6 +410,29 @@ class WorkflowContext:
             known = ", ".join(map(repr, list(index["keys"])[:20])) or "none"
             raise KeyNotFoundError(f"{unique_id!r} is not in run {self._run_id!r} (stored: {known})")
         return entry
+
+    def _fingerprint(self, index: dict, entry: dict) -> str:
+        cached = entry.get("digest")
+        if cached and cached[0] == entry["version"]:
+            return cached[1]
+        with self._blob(entry) as blob:
+            digest = _digest(blob)
+        entry["digest"] = [entry["version"], digest]
+        self._commit(index, [])
+        return digest
+
+    def _typed(self, index: dict, unique_id: str, raw: dict) -> Entry:
+        digest = raw.get("digest")
+        shape = raw.get("shape")
+        ram = raw["storage"] == "ram"
+        return Entry(
+            key=unique_id, kind=raw["kind"], pass_by=raw["pass_by"], storage=SHM if ram else DISK,
+            location=raw["active"] if ram else str(self._dir / raw["file"]), size=raw["size"],
+            version=raw["version"], shape=None if shape is None else tuple(shape),
+            dtype=raw.get("dtype"), nbytes=raw.get("nbytes"),
+            fingerprint=digest[1] if digest and digest[0] == raw["version"] else None,
+            source=freeze(raw["source"]) if "source" in raw else None,
+            stamp=index["stamps"].get(unique_id))
 
     def _ram_usage(self, index: dict) -> int:
         total = sum(sum(e["buffers"].values()) for e in index["keys"].values() if e["storage"] == "ram")
@@ -400,7 +470,8 @@ class WorkflowContext:
         """Note storage about to be created, so a writer killed from here on leaves nothing
         untracked: the next locked operation frees what a dead writer left pending."""
         index["pending"].append([item, size])
-        _write_json(self._dir / INDEX, index)
+        self._index.write(index)
+        self._index.drop_cache()  # the caller drops the item again before its commit
 
     def _new_segment(self, index: dict, size: int) -> str | None:
         name = shm.new_name(self._tag)
@@ -478,10 +549,12 @@ class WorkflowContext:
             self._unmap(name)
 
 
-def _release(maps: dict, owned_dir: Path | None, attach_file: Path | None, tag: str) -> None:
+def _release(maps: dict, index: RunIndex, owned_dir: Path | None, attach_file: Path | None,
+             tag: str) -> None:
     """Finalizer of a handle: unmap; the owner deletes the run, an attacher only unregisters."""
     _quietly_close(*(mm.close for mm in maps.values()))
     maps.clear()
+    index.close()
     if attach_file is not None:
         attach_file.unlink(missing_ok=True)
     if owned_dir is not None:

@@ -26,6 +26,7 @@ class RunLock:
         self.path = path
         self._thread_lock = threading.RLock()
         self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file _fd locks
         self._depth = 0
 
     @contextmanager
@@ -50,7 +51,9 @@ class RunLock:
         wait = _FIRST_WAIT
         while True:
             if self._fd is None:  # FileNotFoundError here: the run is gone
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                mine = os.fstat(self._fd)
+                self._ident = (mine.st_dev, mine.st_ino)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -72,13 +75,12 @@ class RunLock:
             on_disk = os.stat(self.path)
         except FileNotFoundError:
             return False
-        mine = os.fstat(self._fd)
-        return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+        return self._ident == (on_disk.st_dev, on_disk.st_ino)  # our open file pins _ident
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-            self._fd = None
+            self._fd = self._ident = None
 
     def _timeout(self, timeout: float, holder: str) -> StoreLockTimeout:
         return StoreLockTimeout(
@@ -115,7 +117,7 @@ def _reset_after_fork() -> None:
     for lock in _registry.values():
         if lock._fd is not None:
             os.close(lock._fd)
-        lock._fd, lock._depth, lock._thread_lock = None, 0, threading.RLock()
+        lock._fd, lock._ident, lock._depth, lock._thread_lock = None, None, 0, threading.RLock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

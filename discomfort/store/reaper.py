@@ -2,8 +2,10 @@
 
 Every open of a context looks over its contexts directory. A run is an orphan when its owner
 process, recorded as (pid, start time), is gone and no live re-attached handle still uses it;
-its segments (those the index names, plus, on Linux, any carrying the run's tag) and its
-directory are deleted. A run whose lock is held is skipped: someone is using it.
+its segments (those its index names, plus, on Linux, any carrying the run's tag), its
+directory and its index's memory directory are deleted. A run whose lock is held is skipped:
+someone is using it. Memory directories left by runs or roots deleted some other way go too.
+The index's layout is ``index.py``'s business: this module only asks it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import StoreLockTimeout
+from ..errors import StoreError, StoreLockTimeout
 from . import procs, shm
-from .locks import forget, run_lock
+from .index import RunIndex, remove_leftovers
+from .locks import forget
 
 UNFINISHED_GRACE_S = 60  # a run directory without run.json is still being created
 
@@ -32,39 +35,52 @@ def _attachers_alive(run_dir: Path) -> bool:
     return False
 
 
-def _is_orphan(run_dir: Path) -> bool:
+def _read_meta(run_dir: Path) -> dict | None:
+    """run.json, or None while it is missing (a run being created); ValueError if corrupt."""
     try:
         meta = json.loads((run_dir / "run.json").read_text())
     except FileNotFoundError:
+        return None
+    if not isinstance(meta, dict):
+        raise ValueError("run.json is not an object")
+    return meta
+
+
+def _is_orphan(run_dir: Path, meta: dict | None) -> bool:
+    if meta is None:
         return time.time() - run_dir.stat().st_mtime > UNFINISHED_GRACE_S
-    except ValueError:
+    try:
+        if procs.alive(meta["owner_pid"], meta["owner_start"]):
+            return False
+    except (KeyError, TypeError, ValueError):
         return True
-    if procs.alive(meta["owner_pid"], meta["owner_start"]):
-        return False
     return not _attachers_alive(run_dir)
 
 
-def delete_run(run_dir: Path, tag: str | None, timeout: float = 60.0) -> None:
-    """Unlink every segment of the run and remove its directory, under its lock."""
+def delete_run(run_dir: Path, tag: str | None, timeout: float = 60.0,
+               meta: dict | None = None) -> None:
+    """Unlink every segment of the run and remove its directories, under its lock."""
     if not run_dir.is_dir():
         return
-    lock = run_lock(run_dir / "lock")
-    with lock.held(timeout):
-        names: set[str] = set()
+    if meta is None:
         try:
-            index = json.loads((run_dir / "index.json").read_text())
-            for entry in index["keys"].values():
-                names.update(entry.get("buffers", ()))
-            names.update(item for item, _ in index["pending"] if item.startswith("/"))
-            names.update(item for item in index.get("freeing", []) if item.startswith("/"))
-        except (OSError, ValueError, KeyError):
-            pass
+            meta = _read_meta(run_dir)
+        except (OSError, ValueError):
+            meta = None
+    try:
+        index = RunIndex.find(run_dir, meta)
+    except StoreError:  # run.json names a place this process has not got: the run dir goes
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    with index.lock.held(timeout):
+        names = index.stored_segments()
         if tag:
             names.update(shm.list_tagged(tag))
         for name in names:
             shm.unlink(name)
         shutil.rmtree(run_dir, ignore_errors=True)
-    forget(run_dir / "lock")
+        index.remove()
+    forget(index.lock.path)
 
 
 def reap_orphans(contexts_dir: Path) -> list[str]:
@@ -74,15 +90,17 @@ def reap_orphans(contexts_dir: Path) -> list[str]:
         if run_dir.is_symlink() or not run_dir.is_dir():
             continue
         try:
-            if not _is_orphan(run_dir):
-                continue
-            tag = None
             try:
-                tag = json.loads((run_dir / "run.json").read_text())["tag"]
-            except (OSError, ValueError, KeyError):
-                pass
-            delete_run(run_dir, tag, timeout=0)
+                meta = _read_meta(run_dir)
+                orphan = _is_orphan(run_dir, meta)
+            except ValueError:  # a corrupt run.json: nobody can use the run
+                meta, orphan = None, True
+            if not orphan:
+                continue
+            tag = meta.get("tag") if meta else None
+            delete_run(run_dir, tag if isinstance(tag, str) else None, timeout=0, meta=meta)
             reaped.append(run_dir.name)
         except (StoreLockTimeout, FileNotFoundError):
             continue  # in use, or already gone
+    remove_leftovers(contexts_dir)
     return reaped
