@@ -11,9 +11,10 @@ PYTEST_ARGS ?=
 # skipped with a line saying so; `make test OTHER_PYTHONS=` skips them all.
 OTHER_PYTHONS ?= 3.12 3.13
 CORE_TESTS := tests/test_store.py tests/test_store_processes.py tests/test_convert.py \
-              tests/test_stitch.py tests/test_refs_unit.py tests/test_seeds.py
+              tests/test_stitch.py tests/test_refs_unit.py tests/test_seeds.py \
+              tests/test_workflow_model.py tests/test_prepare.py tests/test_protocol.py
 
-.PHONY: setup browser-deps demo test test-pythons bench clean
+.PHONY: setup browser-deps demo lint test test-pythons bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +34,12 @@ browser-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "the editor tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
+
+# ruff (style, likely bugs, import order) and mypy (the library's types): pyproject.toml's
+# [tool.ruff] and [tool.mypy] say what each checks.
+lint: setup
+	$(VENV)/bin/ruff check discomfort tests scripts benchmarks
+	$(VENV)/bin/mypy
 
 test: setup browser-deps test-pythons
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)

@@ -49,7 +49,6 @@ import torch
 from websockets.asyncio.client import connect as ws_connect
 
 from discomfort.auth import TOKEN_HEADER
-
 from harness import turns  # benchmarks/harness.py (run as scripts: their folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +101,7 @@ class RawClient:
         self.client_id = os.urandom(16).hex()
         self.colors = itertools.count(1)  # a color never used before: nothing cached
 
-    async def __aenter__(self) -> "RawClient":
+    async def __aenter__(self) -> RawClient:
         self.session = aiohttp.ClientSession(headers=self.headers)
         ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
         self.ws = await ws_connect(ws_url, max_size=None, additional_headers=self.headers)

@@ -163,7 +163,7 @@ def check_imports() -> None:
 
 
 def main() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (run by hand with an older python: say so)
         sys.exit("Python 3.11 or newer is needed")
     if sys.prefix == sys.base_prefix:
         sys.exit("run this with a virtual environment's python (make does: .venv/bin/python)")

@@ -32,7 +32,8 @@ def test_ports_lists_inputs_and_outputs_with_types():
 def test_convert_prints_the_api_prompt():
     done = cli("convert", INVERT_UI, "--object-info", OBJECT_INFO)
     prompt = json.loads(done.stdout)
-    assert [prompt[k]["class_type"] for k in sorted(prompt)] == ["DiscomfortInput", "ImageInvert", "DiscomfortOutput"]
+    assert [prompt[k]["class_type"] for k in sorted(prompt)] == [
+        "DiscomfortInput", "ImageInvert", "DiscomfortOutput"]
 
 
 def test_errors_exit_1_with_a_message(tmp_path):
@@ -46,8 +47,9 @@ def test_errors_exit_1_with_a_message(tmp_path):
 
 @pytest.mark.server
 def test_run_sets_inputs_loops_and_writes_outputs(tmp_path):
-    from discomfort.images import save_comfy_image_to_disk
     import torch
+
+    from discomfort.images import save_comfy_image_to_disk
 
     picture = tmp_path / "in.png"
     save_comfy_image_to_disk(torch.zeros(1, 4, 4, 3), picture)
@@ -168,15 +170,17 @@ def test_ports_of_an_api_workflow_say_their_types_are_unknown(workflows):
 
 
 def test_set_values_take_their_ports_types(tmp_path):
+    import torch
+
     from discomfort.cli import UsageError, convert_setting
     from discomfort.images import save_comfy_image_to_disk
-    import torch
 
     assert convert_setting("prompt", "STRING", "123") == "123"
     assert convert_setting("prompt", "STRING", '{"a": 1}') == '{"a": 1}'
     assert convert_setting("sampler", "COMBO", "1.5") == "1.5"
     assert convert_setting("seed", "INT", "42") == 42 and convert_setting("seed", "INT", "-3") == -3
-    assert convert_setting("cfg", "FLOAT", "7") == 7.0 and isinstance(convert_setting("cfg", "FLOAT", "7"), float)
+    cfg = convert_setting("cfg", "FLOAT", "7")
+    assert cfg == 7.0 and isinstance(cfg, float)
     for word, value in [("true", True), ("False", False), ("1", True), ("0", False),
                         ("yes", True), ("NO", False)]:
         assert convert_setting("flag", "BOOLEAN", word) is value

@@ -17,7 +17,11 @@ import torch
 from conftest import api
 from discomfort import WorkflowContext, WorkflowTools as Tools
 from discomfort.errors import (
-    DiscomfortWarning, PortTypeError, PromptValidationError, UnknownInputError, UnusedInputError,
+    DiscomfortWarning,
+    PortTypeError,
+    PromptValidationError,
+    UnknownInputError,
+    UnusedInputError,
     WorkflowError,
 )
 from discomfort.graph import discover_port_nodes, stitch_workflows, ui_to_api
@@ -62,7 +66,8 @@ def test_a_link_to_a_slot_that_does_not_exist_names_the_inputs_there():
     workflow = copy.deepcopy(INVERT_UI)
     workflow["links"][0][4] = 5
     workflow["nodes"][1]["inputs"][0]["link"] = None
-    with pytest.raises(WorkflowError, match=r"input slot 5 of node 2 \(ImageInvert\), which has no such input \(its inputs: image\)"):
+    with pytest.raises(WorkflowError, match=r"input slot 5 of node 2 \(ImageInvert\), which has no such "
+                                            r"input \(its inputs: image\)"):
         ui_to_api(workflow, OBJECT_INFO)
 
 
@@ -77,7 +82,8 @@ def test_an_unknown_input_key_lists_the_ports_and_suggests_one():
 
 
 def test_a_value_for_a_port_that_feeds_nothing_is_refused():
-    with pytest.raises(UnusedInputError, match=r"'loose' would change nothing: its port \(node 4 of seeded.json\)"):
+    with pytest.raises(UnusedInputError,
+                       match=r"'loose' would change nothing: its port \(node 4 of seeded.json\)"):
         check_inputs({"loose": 1}, [("seeded.json", SEEDED)], OBJECT_INFO)
 
 
@@ -87,7 +93,8 @@ def test_numpy_arrays_for_tensor_ports_become_float_tensors_or_are_refused():
     invert = ui_to_api(INVERT_UI, OBJECT_INFO)
     ready = check_inputs({"img": np.full((1, 4, 4, 3), 0.25)}, [("invert", invert)], OBJECT_INFO)
     assert isinstance(ready["img"], torch.Tensor) and ready["img"].dtype == torch.float32
-    with pytest.raises(PortTypeError, match=r"uint8 array \(for 0-255 pixels: array.astype\('float32'\) / 255\)"):
+    with pytest.raises(PortTypeError,
+                       match=r"uint8 array \(for 0-255 pixels: array.astype\('float32'\) / 255\)"):
         check_inputs({"img": np.zeros((1, 4, 4, 3), np.uint8)}, [("invert", invert)], OBJECT_INFO)
     with pytest.raises(PortTypeError, match=r"expected a float tensor \[B, H, W, C\]"):
         check_inputs({"img": np.zeros((4, 4, 3), np.float32)}, [("invert", invert)], OBJECT_INFO)
@@ -120,7 +127,8 @@ def test_a_prompt_report_lists_executed_cached_and_files():
     assert report.cached_types() == {"CheckpointLoaderSimple": 1}
     assert report.executed_types() == {"KSampler": 1, "SaveImage": 1}
     [file] = report.files
-    assert (file.filename, file.subfolder, file.type, file.class_type) == ("a.png", "s", "output", "SaveImage")
+    assert (file.filename, file.subfolder, file.type, file.class_type) == \
+        ("a.png", "s", "output", "SaveImage")
 
 
 # --- 4. adding ports to a saved workflow ----------------------------------------------------
@@ -161,7 +169,8 @@ def test_a_model_missing_from_an_empty_list_says_how_to_point_the_server_at_mode
 
 def test_stitching_parts_in_the_wrong_order_warns():
     parts = [FIXTURES / "stitch" / "part_b_ui.json", FIXTURES / "stitch" / "part_a_ui.json"]
-    with pytest.warns(DiscomfortWarning, match=r"'img' of workflow 1 \(.*part_b_ui.json\) is written only by workflow 2"):
+    with pytest.warns(DiscomfortWarning,
+                      match=r"'img' of workflow 1 \(.*part_b_ui.json\) is written only by workflow 2"):
         stitch_workflows(parts)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from wheel_support import REPO, build_wheel, fresh_venv  # tests/ is on sys.path (pytest.ini)
 
 TORCH = {"torch", "torchvision", "torchaudio"}
@@ -69,6 +70,8 @@ def test_the_wheel_installs_the_library_and_its_nodes_not_the_checkout(venv, tmp
     assert found["link"] == str((site / "discomfort").resolve())
     assert found["web"] == ["discomfort.js"]
     assert found["nodes"] == ["DiscomfortInput", "DiscomfortOutput"]
+    # PEP 561: the marker that tells a type checker to read the installed library's annotations
+    assert (site / "discomfort" / "py.typed").is_file()
 
 
 @pytest.mark.server
