@@ -336,7 +336,7 @@ async def _run(args) -> int:
 
 def _has_default(workflow: dict, node_id: Any) -> bool:
     from .graph import is_api_format
-    from .graph.ports import is_link
+    from .graph.workflow import is_link
 
     if is_api_format(workflow):
         return is_link((workflow.get(str(node_id), {}).get("inputs") or {}).get("default"))
@@ -350,8 +350,8 @@ def _has_default(workflow: dict, node_id: Any) -> bool:
 def _port_rows(workflow: dict, object_info: dict | None) -> list[tuple[str, str, str, str, str]]:
     """(role, unique_id, type, node id, remark) of every port, inputs first."""
     from .graph import discover_port_nodes, is_api_format, ui_to_api
-    from .graph.discover import id_key
     from .graph.ports import find_ports
+    from .graph.workflow import id_key
 
     if object_info is not None:
         prompt = workflow if is_api_format(workflow) else ui_to_api(workflow, object_info)
