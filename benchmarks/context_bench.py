@@ -11,8 +11,15 @@ this run, means anything: absolute times depend on the machine and its load.
 3. Disk save+load (``use_ram=False``), against writing the raw bytes to a file in the same
    directory and reading them back into a fresh tensor, then deleting the file.
 4. A dict of 100 small items saved and loaded 100 times, against cloudpickle dumps+loads.
+   What a small save costs besides the pickle is the index: read under the run's lock and
+   rewritten by an atomic rename. On ext4 the rename alone was ~0.5 ms (16-28x); the index
+   and lock now live on /dev/shm and the parsed index is cached (one stat per operation).
 5. Case 1's store timing against the original implementation's way: ``cloudpickle.dumps``
    of the tensor into a ``SharedMemory``, then ``cloudpickle.loads`` out of it.
+
+Before the timings, checks that each case measures what it claims (RAM or disk storage, the
+same value back) and that a numpy 0-d array loads as 0-d. The last line, ``RESULTS {json}``,
+holds every case's times, ratio and target and the checks, for tests and scripts.
 
 Fresh memory is slow and irregular to touch the first time, and the machine may be shared:
 every function runs once untimed first, ours and the baseline alternate within each
@@ -25,6 +32,8 @@ repetition, and the table shows medians. Nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import platform
 import shutil
@@ -153,6 +162,20 @@ class Ours:
         return out
 
 
+def check_zero_d(ours: Ours) -> bool:
+    """A numpy 0-d array (and a 0-d tensor) come back 0-d, with their value and dtype."""
+    ok = True
+    for value in (np.array(2.5, dtype=np.float32), torch.tensor(7, dtype=torch.int16)):
+        for use_ram in (True, False):
+            key = ours.fresh_key()
+            ours.ctx.save(key, value, use_ram=use_ram)
+            back = ours.ctx.load(key)
+            ours.ctx.delete(key)
+            ok = ok and type(back) is type(value) and tuple(back.shape) == () \
+                and back.dtype == value.dtype and back.item() == value.item()
+    return ok
+
+
 def check_storage(ours: Ours, value, use_ram: bool, expected: str) -> None:
     """Fail loudly if a case would not measure the storage it claims to (RAM or disk)."""
     key = ours.fresh_key()
@@ -169,7 +192,7 @@ def check_storage(ours: Ours, value, use_ram: bool, expected: str) -> None:
 
 # --- the run ---------------------------------------------------------------------------------
 
-def run(size_mb: int, repetitions: int, workdir: str) -> list[tuple]:
+def run(size_mb: int, repetitions: int, workdir: str) -> tuple[list[tuple], dict]:
     from discomfort import WorkflowContext  # after DISCOMFORT_ROOT is set
 
     tensor = torch.rand(size_mb * MB // 4, dtype=torch.float32)
@@ -182,6 +205,10 @@ def run(size_mb: int, repetitions: int, workdir: str) -> list[tuple]:
         check_storage(ours, tensor, use_ram=True, expected="ram")
         check_storage(ours, tensor, use_ram=False, expected="disk")
         check_storage(ours, small, use_ram=True, expected="ram")
+        checks = {"numpy and torch 0-d load as 0-d": check_zero_d(ours)}
+        index_dir = os.path.join("/dev/shm", f"discomfort-{os.geteuid()}")
+        checks["index on a memory filesystem"] = not os.path.exists(ctx.path / "index.json") \
+            and os.path.isdir(index_dir)
 
         print(f"measuring 1 and 5: RAM save+load of {label}...", flush=True)
         m = measure({"ours": lambda: ours.round_trip(tensor, use_ram=True),
@@ -193,7 +220,7 @@ def run(size_mb: int, repetitions: int, workdir: str) -> list[tuple]:
         dst = torch.empty_like(tensor)
         m2 = measure({"ours": lambda: ours.loop(tensor, "loop_key"),
                       "copy": lambda: plain_copy_loop(tensor, dst)}, repetitions)
-        rows.append((f"2. loop {LOOP_ITERATIONS}x save+load, same key", m2["ours"], m2["copy"], 2.0))
+        rows.append((f"2. loop {LOOP_ITERATIONS}x save+load, same key", m2["ours"], m2["copy"], 1.5))
         loop_ram_mb = ctx.get_usage()["ram_usage_bytes"] / MB
         ctx.delete("loop_key")
         del dst
@@ -207,16 +234,16 @@ def run(size_mb: int, repetitions: int, workdir: str) -> list[tuple]:
         print(f"measuring 4: small dict, {DICT_ROUND_TRIPS}x save+load...", flush=True)
         m4 = measure({"ours": lambda: ours.dict_loop(small),
                       "pickle": lambda: pickle_dict_loop(small)}, repetitions)
-        rows.append((f"4. dict of 100 items, {DICT_ROUND_TRIPS}x save+load", m4["ours"], m4["pickle"], None))
+        rows.append((f"4. dict of 100 items, {DICT_ROUND_TRIPS}x save+load", m4["ours"], m4["pickle"], 5.0))
 
         rows.append((f"5. RAM save+load {label} vs cloudpickle->shm", m["ours"], m["pickle"], None))
     finally:
         ctx.shutdown()
     print(f"(the loop case's key held {loop_ram_mb:.0f} MB of shared memory for a {label} tensor)")
-    return rows
+    return rows, checks
 
 
-def print_table(rows: list[tuple]) -> None:
+def print_table(rows: list[tuple], checks: dict) -> None:
     print()
     print(HEADER)
     print("-" * len(HEADER))
@@ -225,6 +252,21 @@ def print_table(rows: list[tuple]) -> None:
         goal = f"<= {target:g}x" if target else "-"
         flag = "  (over target)" if target and ratio > target else ""
         print(f"{case:<44} {ours:>10.4f} {baseline:>13.4f} {ratio:>6.2f}x {goal:>8}{flag}")
+    print()
+    for name, ok in checks.items():
+        print(f"check: {name}: {'yes' if ok else 'NO'}")
+
+
+def results(rows: list[tuple], checks: dict) -> dict:
+    """Everything the table says, as JSON (a ratio is null if a time was not positive)."""
+    cases = []
+    for case, ours, baseline, target in rows:
+        ratio = ours / baseline if baseline > 0 and ours > 0 else None
+        cases.append({"case": case, "ours_s": ours, "baseline_s": baseline,
+                      "ratio": ratio if ratio is not None and math.isfinite(ratio) else None,
+                      "target": target,
+                      "within_target": None if target is None or ratio is None else ratio <= target})
+    return {"cases": cases, "checks": checks}
 
 
 def main() -> None:
@@ -246,11 +288,12 @@ def main() -> None:
     print(f"store root (and disk baseline's directory): {workdir}")
     started = time.perf_counter()
     try:
-        rows = run(size_mb, repetitions, workdir)
+        rows, checks = run(size_mb, repetitions, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print_table(rows)
+    print_table(rows, checks)
     print(f"\nratio = ours / baseline (below 1: ours is faster); total {time.perf_counter() - started:.0f} s")
+    print("RESULTS " + json.dumps(results(rows, checks)))
 
 
 if __name__ == "__main__":

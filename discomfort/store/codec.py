@@ -151,7 +151,12 @@ def decode(buf) -> Any:
     if kind == "torch":
         torch = _torch()
         out = torch.empty(meta["shape"], dtype=getattr(torch, meta["dtype"]))
-        if n:
+        if n and not memoryview(buf).readonly:
+            # torch's copy is ~3x numpy's into fresh memory (parallel, and it faults pages in
+            # faster): the loop case's load is most of its time
+            out.reshape(-1).view(torch.uint8).copy_(
+                torch.frombuffer(buf, dtype=torch.uint8, count=n, offset=offset))
+        elif n:
             np.copyto(out.reshape(-1).view(torch.uint8).numpy(), src)
         return out.requires_grad_() if meta.get("grad") else out
     if kind == "numpy":

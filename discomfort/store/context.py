@@ -521,7 +521,8 @@ class WorkflowContext:
             mm, owned = self._map(entry["active"]), False
         else:
             with open(self._dir / entry["file"], "rb") as f:
-                mm, owned = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), True
+                # copy-on-write, never written: a writable view lets torch copy out of it
+                mm, owned = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY), True
         view = memoryview(mm)
         part = view[:entry["size"]]
         try:
