@@ -1,6 +1,15 @@
 """Editor (UI-format) workflow -> API prompt, as the ComfyUI frontend's ``graphToPrompt()`` does.
 
-The steps follow the frontend (1.32.9), so that the same workflow gives the same prompt:
+The steps follow the frontend, so that the same workflow gives the same prompt. Two editors
+are matched (``editor=``): 1.32.9, the one ComfyUI 0.3.75 pins, and 1.58.1, today's. Where
+1.58 differs (each checked against the real editor, tests/fixtures/conversion): ``_meta``
+carries ``cnr_id``/``aux_id``/``ver``; its own default titles; a muted or bypassed root
+subgraph instance sends none of its nodes; subgraph node ids that collide are renumbered;
+legacy group nodes become subgraphs with fresh ids; no old-type renames; PreviewAny's
+``preview`` is not sent; a dangling link drops the input; ``widgets_values`` saved as an
+object are read by name; promoted text areas are not shared between instances. Both ignore
+``widgets_values_named`` (1.58 reads it only with an experimental setting, off by default).
+A value a subgraph instance gives an inner widget that does not fit it is refused. The steps:
 
 1. load-time fix-ups of old workflows (renamed node types and values);
 2. each node gets the widgets the editor would build from ``/object_info``, filled from its
@@ -14,24 +23,29 @@ The steps follow the frontend (1.32.9), so that the same workflow gives the same
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UnknownNodeTypesError, WorkflowError
-from .editor_titles import EDITOR_TITLES
+from .editor_titles import EDITOR_TITLES, EDITOR_TITLES_1_58
 from .group_nodes import expand_group_nodes
 from .load import is_api_format, is_ui_format
 from .discover import UIGraph, check_port_links
-from .nodedefs import NodeDef, NodeDefs, migrate_widgets_values
+from .nodedefs import NodeDef, NodeDefs, WidgetSpec, migrate_widgets_values
 from .text import apply_text_replacements, js_string, resolve_dynamic_prompt
 
 MUTED, BYPASS = 2, 4
+EDITORS = ("1.32", "1.58")
+# Today's editor: what people who save workflows run (see ui_to_api).
+DEFAULT_EDITOR = "1.58"
 SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID = -10, -20
 # Node types that exist only in the editor: never sent to the server.
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
-# Renamed node types the editor patches when it loads a workflow.
+# Renamed node types the editor 1.32 patches when it loads a workflow (1.58 does not: to it
+# they are unknown types).
 RENAMED_TYPES = {
     "T2IAdapterLoader": "ControlNetLoader",
     "ConditioningAverage ": "ConditioningAverage",
@@ -74,8 +88,9 @@ class Widget:
     promotes one shares it with the inner widget (the editor keeps one DOM element)."""
 
     def __init__(self, name: str, value: Any, sent: bool = True, dynamic_prompts: bool = False,
-                 saved: bool = True, textarea: bool = False, shared: "Widget | None" = None):
-        self.name, self.sent, self.saved = name, sent, saved
+                 saved: bool = True, textarea: bool = False, shared: "Widget | None" = None,
+                 spec: WidgetSpec | None = None):
+        self.name, self.sent, self.saved, self.spec = name, sent, saved, spec
         self.dynamic_prompts, self.textarea, self.shared = dynamic_prompts, textarea, shared
         self._value = None
         if shared is None:
@@ -130,9 +145,12 @@ class Node:
 class Graph:
     """One graph level: the root workflow or a subgraph definition."""
 
-    def __init__(self, data: dict, *, definition: dict | None = None):
+    def __init__(self, data: dict, *, definition: dict | None = None, editor: str = DEFAULT_EDITOR):
         self.data = data
         self.definition = definition
+        self.editor = editor
+        # The editor 1.58 drops an input whose link id is not in the links table; 1.32 throws.
+        self.drops_dangling_links = editor == "1.58"
         self.links: dict[int, Link] = {}
         for raw in data.get("links") or []:
             link = _parse_link(raw)
@@ -169,8 +187,8 @@ def _parse_link(raw: Any) -> Link | None:
 class _Builder:
     """Turns the workflow JSON into :class:`Graph` objects with the editor's widgets."""
 
-    def __init__(self, workflow: dict, defs: NodeDefs):
-        self.defs = defs
+    def __init__(self, workflow: dict, defs: NodeDefs, editor: str = DEFAULT_EDITOR):
+        self.defs, self.editor = defs, editor
         self.definitions = {d.get("id"): d for d in
                             ((workflow.get("definitions") or {}).get("subgraphs") or [])
                             if isinstance(d, dict)}
@@ -182,12 +200,12 @@ class _Builder:
     def subgraph(self, sg_id: str) -> Graph:
         if sg_id not in self.subgraphs:
             definition = self.definitions[sg_id]
-            self.subgraphs[sg_id] = Graph(definition, definition=definition)
+            self.subgraphs[sg_id] = Graph(definition, definition=definition, editor=self.editor)
             self.fill(self.subgraphs[sg_id])
         return self.subgraphs[sg_id]
 
     def graph(self, data: dict) -> Graph:
-        graph = Graph(data)
+        graph = Graph(data, editor=self.editor)
         self.fill(graph)
         return graph
 
@@ -198,7 +216,7 @@ class _Builder:
             graph.add(self.node(graph, raw))
 
     def node(self, graph: Graph, raw: dict) -> Node:
-        type_ = RENAMED_TYPES.get(raw.get("type"), raw.get("type"))
+        type_ = renames(self.editor).get(raw.get("type"), raw.get("type"))
         node = Node(graph, raw, str(raw.get("id")), type_, kind="comfy",
                     mode=raw.get("mode") or 0, properties=dict(raw.get("properties") or {}))
         if type_ in self.definitions:
@@ -221,7 +239,8 @@ class _Builder:
 
     def default_title(self, node: Node) -> str:
         if node.kind == "comfy":
-            return EDITOR_TITLES.get(node.type) or self.defs.get(node.type).display_name
+            titles = EDITOR_TITLES_1_58 if self.editor == "1.58" else EDITOR_TITLES
+            return titles.get(node.type) or self.defs.get(node.type).display_name
         if node.kind == "subgraph":
             return (node.subgraph.definition or {}).get("name") or node.type
         return node.type
@@ -233,8 +252,8 @@ class _Builder:
         node.inputs = [Slot(s.name, s.type, (saved.get(s.name) or {}).get("link"), s.widget)
                        for s in node_def.slots]
         node.inputs += [_slot(s) for name, s in saved.items() if name not in defined]
-        node.widgets = [Widget(w.name, w.default, w.sent, w.dynamic_prompts, w.saved, w.textarea)
-                        for w in node_def.widgets]
+        node.widgets = [Widget(w.name, w.default, w.sent, w.dynamic_prompts, w.saved, w.textarea,
+                               spec=w) for w in node_def.widgets]
         node.outputs = list(node_def.outputs)
         if node.type not in SAVE_TYPES:  # the editor names nodes for %Node.widget% by type
             node.properties.setdefault(SR_PROPERTY, node.type)
@@ -243,6 +262,12 @@ class _Builder:
             saved_widgets = [w for w in node.widgets if w.saved]
             for widget, value in zip(saved_widgets, migrate_widgets_values(node_def, values)):
                 widget.value = value
+        elif isinstance(values, dict) and self.editor == "1.58":
+            # Values saved by name (an object, not a list): the editor 1.58 restores them by
+            # widget name; 1.32 ignores them and keeps the defaults.
+            for widget in node.widgets:
+                if widget.saved and widget.name in values:
+                    widget.value = values[widget.name]
 
     def subgraph_instance(self, node: Node) -> None:
         """A subgraph node's inputs, and the widgets it promotes from inner nodes.
@@ -260,12 +285,19 @@ class _Builder:
             sg_input = next((s for s in graph.input_slots if s.get("name") == slot.name), None)
             if sg_input is None:
                 continue
-            widget = self.promoted_widget(graph, sg_input)
+            widget, claimed = self.promoted_widget(graph, sg_input)
             if widget is not None:
                 node.widgets.append(Widget(sg_input.get("name"), widget.value, widget.sent,
                                            widget.dynamic_prompts, widget.saved, widget.textarea,
-                                           shared=widget if widget.textarea else None))
+                                           shared=widget if widget.textarea
+                                           and self.editor == "1.32" else None,
+                                           spec=widget.spec))
                 slot.widget = sg_input.get("name")
+            elif claimed and self.editor == "1.32" and slot.name not in saved:
+                # The inner input was saved as a widget this server's node lacks (a newer
+                # node): the editor 1.32 still gives it its place among the instance's values
+                # unless the instance saved that input itself.
+                node.widgets.append(Widget(sg_input.get("name"), None, sent=False))
         values = node.data.get("widgets_values")
         if isinstance(values, list):
             for widget, value in zip(node.widgets, values):
@@ -273,8 +305,10 @@ class _Builder:
             self.apply_proxy_widget_values(node, values)
 
     @staticmethod
-    def promoted_widget(graph: Graph, sg_input: dict) -> Widget | None:
-        """The first inner widget this subgraph input feeds, which the instance shows."""
+    def promoted_widget(graph: Graph, sg_input: dict) -> tuple[Widget | None, bool]:
+        """The first inner widget this subgraph input feeds, which the instance shows; and
+        whether an inner input it feeds claims a widget at all (even one the node lacks)."""
+        claimed = False
         for link_id in sg_input.get("linkIds") or []:
             link = graph.links.get(link_id)
             target = graph.by_id.get(str(link.target_id)) if link else None
@@ -284,8 +318,9 @@ class _Builder:
             slot = target.inputs[index]
             widget = target.widget(slot.widget) if slot.widget else None
             if widget is not None:
-                return widget
-        return None
+                return widget, True
+            claimed = claimed or bool(slot.widget)
+        return None, claimed
 
     @staticmethod
     def apply_proxy_widget_values(node: Node, values: list) -> None:
@@ -302,6 +337,107 @@ class _Builder:
                 widget.value = value
 
 
+def renumber_colliding_inner_ids(workflow: dict) -> dict:
+    """A copy in which subgraph-definition nodes whose id a root node (or an earlier definition
+    node) already has get fresh ids, as the editor 1.58 does on load; execution ids
+    (``"<instance>:<inner>"``) and the links in the prompt then name the new ids.
+
+    Fresh ids count up from the workflow's ``last_node_id`` (or ``state.lastNodeId``), skipping
+    ids in use; a definition's links and promoted-widget references follow the new ids.
+    """
+    definitions = [d for d in (workflow.get("definitions") or {}).get("subgraphs") or []
+                   if isinstance(d, dict)]
+    if not definitions:
+        return workflow
+    roots = [n for n in workflow.get("nodes") or [] if isinstance(n, dict)]
+    reserved = {str(n.get("id")) for n in roots}
+    numeric = {int(i) for i in reserved if _int_id(i) is not None}
+    last = _last_node_id(workflow)
+    remaps: dict[Any, dict[str, int]] = {}
+    for definition in definitions:
+        remap: dict[str, int] = {}
+        for node in definition.get("nodes") or []:
+            if not isinstance(node, dict):
+                continue
+            key = str(node.get("id"))
+            if key in reserved:
+                last = _next_free_id(last, numeric)
+                remap[key] = last
+                numeric.add(last)
+                reserved.add(str(last))
+            else:
+                reserved.add(key)
+                number = _int_id(key)
+                if number is not None:
+                    numeric.add(number)
+                    last = max(last, number) if isinstance(last, int) else number
+        if remap:
+            remaps[definition.get("id")] = remap
+    if not remaps:
+        return workflow
+    workflow = copy.deepcopy(workflow)
+    definitions = [d for d in workflow["definitions"]["subgraphs"] if isinstance(d, dict)]
+    for definition in definitions:
+        remap = remaps.get(definition.get("id"))
+        if not remap:
+            continue
+        for node in definition.get("nodes") or []:  # each end is mapped once, old -> new
+            if isinstance(node, dict) and str(node.get("id")) in remap:
+                node["id"] = remap[str(node.get("id"))]
+        for link in (definition.get("links") or []) + (definition.get("floatingLinks") or []):
+            _patch_link_ends(link, remap)
+        for widget in definition.get("widgets") or []:
+            if isinstance(widget, dict) and str(widget.get("id")) in remap:
+                widget["id"] = remap[str(widget.get("id"))]
+    hosts = list(workflow.get("nodes") or []) + [n for d in definitions for n in d.get("nodes") or []]
+    for node in hosts:
+        remap = remaps.get(node.get("type")) if isinstance(node, dict) else None
+        proxies = (node.get("properties") or {}).get("proxyWidgets") if remap else None
+        for entry in proxies if isinstance(proxies, list) else []:
+            if isinstance(entry, list) and entry and str(entry[0]) in remap:
+                entry[0] = str(remap[str(entry[0])])
+    return workflow
+
+
+def _int_id(value: Any) -> int | None:
+    text = str(value)
+    return int(text) if text.lstrip("-").isdigit() and str(int(text)) == text else None
+
+
+def _last_node_id(workflow: dict) -> Any:
+    """The id counter the editor starts from: ``state.lastNodeId`` (newer files), then
+    ``last_node_id`` when present (it is assigned as it is, even below the largest id)."""
+    last: Any = 0
+    state = workflow.get("state")
+    if workflow.get("version") != 0.4 and isinstance(state, dict):
+        value = state.get("lastNodeId")
+        if isinstance(value, int) and not isinstance(value, bool) and value > last:
+            last = value
+    if "last_node_id" in workflow:
+        last = workflow["last_node_id"]
+    return last
+
+
+def _next_free_id(last: Any, used: set[int]) -> int:
+    """``last + 1`` unless taken, else the first free id above ``last`` (from 1 if no count)."""
+    start = last + 1 if isinstance(last, int) and not isinstance(last, bool) and last >= 0 else 1
+    while start in used:
+        start += 1
+    return start
+
+
+def _patch_link_ends(link: Any, remap: dict[str, int]) -> None:
+    """A definition link (a dict, or the list ``[id, origin, slot, target, slot, type]``)."""
+    if isinstance(link, dict):
+        for key in ("origin_id", "target_id"):
+            if str(link.get(key)) in remap:
+                link[key] = remap[str(link.get(key))]
+    elif isinstance(link, list) and len(link) >= 5:
+        for index in (1, 3):
+            if str(link[index]) in remap:
+                link[index] = remap[str(link[index])]
+
+
 def _slot(raw: dict) -> Slot:
     widget = raw.get("widget")
     return Slot(raw.get("name"), raw.get("type"), raw.get("link"),
@@ -310,7 +446,12 @@ def _slot(raw: dict) -> Slot:
 
 # --- checks ---------------------------------------------------------------------------------
 
-def _check_node_types(workflow: dict, defs: NodeDefs) -> None:
+def renames(editor: str) -> dict:
+    """The old node types the editor loads under their new names."""
+    return RENAMED_TYPES if editor == "1.32" else {}
+
+
+def _check_node_types(workflow: dict, defs: NodeDefs, editor: str = DEFAULT_EDITOR) -> None:
     """One error listing every node type that is neither a server class nor an editor one."""
     subgraph_ids = {d.get("id") for d in ((workflow.get("definitions") or {}).get("subgraphs")
                                           or []) if isinstance(d, dict)}
@@ -322,7 +463,7 @@ def _check_node_types(workflow: dict, defs: NodeDefs) -> None:
         for raw in nodes:
             if not isinstance(raw, dict):
                 raise WorkflowError("a workflow node is not an object")
-            type_ = RENAMED_TYPES.get(raw.get("type"), raw.get("type"))
+            type_ = renames(editor).get(raw.get("type"), raw.get("type"))
             if type_ not in defs and type_ not in VIRTUAL_TYPES and type_ not in subgraph_ids:
                 missing.add(str(type_))
     if missing:
@@ -337,6 +478,7 @@ class _Resolved:
     origin_slot: int = -1
     widget_value: Any = _UNSET
     is_widget: bool = False
+    instance: Any = None          # the subgraph instance (a _Dto) whose widget gave the value
 
 
 class _Dto:
@@ -361,6 +503,8 @@ class _Dto:
         if slot_info.link is None:
             return None
         link = self.node.graph.links.get(slot_info.link)
+        if link is None and self.node.graph.drops_dangling_links:
+            return None
         if link is None:
             raise WorkflowError(f"link {slot_info.link} into {self._where(slot)} "
                                 "is not in the workflow's links")
@@ -384,7 +528,8 @@ class _Dto:
             widget = instance.widget(outer_slot.widget) if outer_slot.widget else None
             if widget is None:
                 return None
-            return _Resolved(self.id, -1, widget.value, is_widget=True)
+            return _Resolved(self.id, -1, widget.value, is_widget=True,
+                             instance=self.dtos.get(":".join(self.path)))
         outer = instance.graph.links.get(outer_slot.link)
         if outer is None:
             raise WorkflowError(f"link {outer_slot.link} into subgraph instance {instance.id} "
@@ -397,6 +542,8 @@ class _Dto:
             raise WorkflowError(f"circular link while resolving output {slot} of node {self.id}")
         visited.add(key)
         node = self.node
+        if node.mode == MUTED and node.graph.editor == "1.58":
+            return None  # 1.58: a muted node (a muted subgraph too) gives nothing
         if node.mode == BYPASS:
             index = self._bypass_slot(slot, type_)
             return None if index == -1 else self.resolve_input(index, visited)
@@ -461,8 +608,11 @@ def _valid(a: Any, b: Any) -> bool:
     return any(_valid(x, y) for x in a.split(",") for y in b.split(","))
 
 
-def _flatten(root: Graph) -> dict[str, _Dto]:
-    """Every node at its execution id, subgraph instances expanded (the instance DTO too)."""
+def _flatten(root: Graph, editor: str = DEFAULT_EDITOR) -> dict[str, _Dto]:
+    """Every node at its execution id, subgraph instances expanded (the instance DTO too).
+
+    The editor 1.58 does not expand a muted or bypassed subgraph instance of the root graph:
+    its inner nodes are not sent (1.32 sent them). Nested instances are expanded by both."""
     dtos: dict[str, _Dto] = {}
 
     def expand(instance: Node, path: tuple[str, ...], parent: Node | None, seen: tuple) -> None:
@@ -479,7 +629,9 @@ def _flatten(root: Graph) -> dict[str, _Dto]:
                 dtos[inner.id] = inner
 
     for node in root.nodes:
-        if node.kind == "subgraph":
+        if node.kind == "subgraph" and editor == "1.58" and node.mode in (MUTED, BYPASS):
+            dtos[node.id] = _Dto(node, (), dtos)
+        elif node.kind == "subgraph":
             expand(node, (), None, ())
         else:
             dtos[node.id] = _Dto(node, (), dtos)
@@ -490,11 +642,14 @@ def _flatten(root: Graph) -> dict[str, _Dto]:
 
 class _Converter:
     def __init__(self, workflow: dict, object_info: dict, rng: random.Random,
-                 now: _dt.datetime, choices: list | None):
-        self.defs = NodeDefs(object_info)
-        workflow = expand_group_nodes(workflow, self.saved_widget_count)
-        _check_node_types(workflow, self.defs)
-        self.builder = _Builder(workflow, self.defs)
+                 now: _dt.datetime, choices: list | None, editor: str = DEFAULT_EDITOR):
+        self.editor = editor
+        self.defs = NodeDefs(object_info, editor)
+        workflow = expand_group_nodes(workflow, self.saved_widget_count, editor)
+        _check_node_types(workflow, self.defs, editor)
+        if editor == "1.58":
+            workflow = renumber_colliding_inner_ids(workflow)
+        self.builder = _Builder(workflow, self.defs, editor)
         self.root = self.builder.root
         self.rng, self.now, self.choices = rng, now, choices
 
@@ -573,19 +728,30 @@ class _Converter:
     def convert(self) -> dict:
         self.fix_old_values()
         self.apply_primitives()
-        dtos = _flatten(self.root)
+        dtos = _flatten(self.root, self.editor)
         output: dict[str, dict] = {}
         for dto in list(dtos.values()):
             node = dto.node
             if node.kind != "comfy" or node.mode in (MUTED, BYPASS):
                 continue
             output[dto.id] = {"inputs": self.node_inputs(dto), "class_type": node.type,
-                              "_meta": {"title": node.title}}
+                              "_meta": self.meta(node)}
         for entry in output.values():
             for name, value in list(entry["inputs"].items()):
                 if isinstance(value, list) and len(value) == 2 and value[0] not in output:
                     del entry["inputs"][name]
         return output
+
+    def meta(self, node: Node) -> dict:
+        """The title; the editor 1.58 adds the node pack and version the node was saved with
+        (``properties.cnr_id``, ``aux_id``, ``ver``), when they are non-empty strings."""
+        meta = {"title": node.title}
+        if self.editor == "1.58":
+            for key in ("cnr_id", "aux_id", "ver"):
+                value = node.properties.get(key)
+                if isinstance(value, str) and value:
+                    meta[key] = value
+        return meta
 
     def node_inputs(self, dto: _Dto) -> dict:
         inputs: dict[str, Any] = {}
@@ -598,10 +764,67 @@ class _Converter:
             if resolved is None:
                 continue
             if resolved.is_widget:
+                if resolved.instance is not None:
+                    _check_promoted_value(dto, slot_info, resolved)
                 inputs[slot_info.name] = _wrap(resolved.widget_value)
             else:
                 inputs[slot_info.name] = [str(resolved.origin_id), int(resolved.origin_slot)]
         return {k: v for k, v in inputs.items() if v is not _UNSET}
+
+
+def widget_value_problem(spec: WidgetSpec | None, value: Any) -> str | None:
+    """What a value should have been for this widget, or None when it fits (or is unchecked).
+
+    INT and FLOAT: a number within min/max; BOOLEAN: true/false; COMBO: text, or one of the
+    options when they are numbers. A text that is not among the options is left to the server
+    to report: the options are often file lists, and the files may be on the server that runs
+    the prompt but not in the ``/object_info`` converted against.
+    """
+    if spec is None or spec.kind is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if spec.kind in ("INT", "FLOAT"):
+        whole = spec.kind == "INT"
+        kind = "a whole number" if whole else "a number"
+        bounds = [f">= {spec.minimum:g}"] if spec.minimum is not None else []
+        bounds += [f"<= {spec.maximum:g}"] if spec.maximum is not None else []
+        expected = f"{spec.kind}: {kind}" + (f" {' and '.join(bounds)}" if bounds else "")
+        if not number or (whole and float(value) != int(value)):
+            return expected
+        if (spec.minimum is not None and value < spec.minimum) or \
+                (spec.maximum is not None and value > spec.maximum):
+            return expected
+        return None
+    if spec.kind == "BOOLEAN":
+        return None if isinstance(value, bool) else "BOOLEAN: true or false"
+    if spec.kind == "COMBO":
+        choices = list(spec.choices or ())
+        numeric = bool(choices) and all(isinstance(c, (int, float)) for c in choices)
+        shown = ", ".join(repr(c) for c in choices[:8]) + (", ..." if len(choices) > 8 else "")
+        if numeric:
+            return None if number and value in choices else f"COMBO: one of {shown}"
+        if not isinstance(value, str):
+            return "COMBO: text" + (f", one of {shown}" if choices else "")
+    return None
+
+
+def _check_promoted_value(dto: _Dto, slot: Slot, resolved: _Resolved) -> None:
+    """A value a subgraph instance hands to an inner widget must fit that widget: a value that
+    does not is the mark of widgets_values read against the wrong layout (a workflow saved by
+    a newer editor or with newer nodes), which the editor itself would pass on shifted."""
+    widget = dto.node.widget(slot.widget) if slot.widget else None
+    problem = widget_value_problem(widget.spec if widget else None, resolved.widget_value)
+    if problem is None:
+        return
+    host = resolved.instance.node
+    values = host.data.get("widgets_values")
+    raise WorkflowError(
+        f"node {dto.id} ({dto.node.type}, title {dto.node.title!r}): widget "
+        f"{slot.widget!r} gets {resolved.widget_value!r} from subgraph instance "
+        f"{resolved.instance.id} (title {host.title!r}), but it takes {problem}. The "
+        f"instance's widgets_values {values!r} do not line up with the inputs it promotes "
+        "(saved by a newer editor, or by nodes newer than this server's?): set the subgraph's "
+        "values in the editor and save the workflow again, or fix that node's widgets_values")
 
 
 def _wrap(value: Any) -> Any:
@@ -613,7 +836,7 @@ def _wrap(value: Any) -> Any:
 
 def ui_to_api(workflow: dict, object_info: dict, *, seed: int | None = None,
               rng: random.Random | None = None, choices: list | None = None,
-              now: _dt.datetime | None = None) -> dict:
+              now: _dt.datetime | None = None, editor: str = DEFAULT_EDITOR) -> dict:
     """Convert an editor workflow to an API prompt, as the editor's ``graphToPrompt()`` would.
 
     ``object_info`` is the server's ``GET /object_info``. An API-format prompt is returned
@@ -621,9 +844,17 @@ def ui_to_api(workflow: dict, object_info: dict, *, seed: int | None = None,
     else from ``random.Random(seed)``; pass a list as ``choices`` to get one record per resolved
     text (``node``, ``input``, ``text``, ``value``). ``now`` (local time) fills ``%date:..%``.
 
+    ``editor`` chooses whose ``graphToPrompt()`` to match: ``"1.58"`` (default: today's editor,
+    which saves the workflows people bring, and which leaves a bypassed subgraph's nodes out)
+    or ``"1.32"`` (the editor ComfyUI 0.3.75 serves). Both prompts run the same on the server
+    except for a bypassed or muted subgraph, whose inner nodes only 1.32 sends.
+
     Raises ``UnknownNodeTypesError`` listing every node type the server lacks, and
-    ``WorkflowError`` for a malformed workflow (a link that is not in the links table...).
+    ``WorkflowError`` for a malformed workflow (a link that is not in the links table...) or a
+    saved widget value that does not fit its widget (naming the node, widget and value).
     """
+    if editor not in EDITORS:
+        raise ValueError(f"editor={editor!r}: choose one of {', '.join(EDITORS)}")
     if is_api_format(workflow):
         return workflow
     if not is_ui_format(workflow):
@@ -631,5 +862,5 @@ def ui_to_api(workflow: dict, object_info: dict, *, seed: int | None = None,
                             "links) or an API prompt ({id: {class_type, inputs}})")
     check_port_links(UIGraph(workflow))
     converter = _Converter(workflow, object_info, rng or random.Random(seed),
-                           now or _dt.datetime.now(), choices)
+                           now or _dt.datetime.now(), choices, editor)
     return converter.convert()

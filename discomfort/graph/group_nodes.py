@@ -1,9 +1,15 @@
 """Legacy group nodes (``extra.groupNodes``, node type ``workflow>NAME``): expanded in place.
 
 Before subgraphs, the editor could pack nodes into a "group node" whose definition lives in
-the workflow's ``extra.groupNodes``. At queue time each inner node becomes ``"<id>:<index>"``.
-Here the group node is replaced by its inner nodes under those ids, with the links rewired,
-so the rest of the conversion sees an ordinary graph.
+the workflow's ``extra.groupNodes``. The editor 1.32 sends each inner node as
+``"<id>:<index>"``. The editor 1.58 turns each group node into a subgraph when it loads the
+workflow: the inner nodes get fresh ids counted up from ``last_node_id``, then the instance
+one more, so they are sent as ``"<new instance id>:<new inner id>"`` (group nodes in workflow
+order). Here the group node is replaced by its inner nodes under the chosen editor's ids,
+with the links rewired, so the rest of the conversion sees an ordinary graph.
+
+A definition link that names an inner node the group does not have: 1.58 drops that link;
+1.32 cannot register such a group node at all, so it is an error here (naming the group).
 
 Covered: inner nodes and links, the instance's widget values (in inner-node order), its
 socket inputs and its outputs. Not covered: widgets converted to inputs on the instance and
@@ -29,10 +35,12 @@ def group_name(node_type: Any, groups: dict) -> str | None:
     return None
 
 
-def expand_group_nodes(workflow: dict, saved_widget_count: Callable[[str], int]) -> dict:
+def expand_group_nodes(workflow: dict, saved_widget_count: Callable[[str], int],
+                       editor: str = "1.58") -> dict:
     """A copy of ``workflow`` with every group node replaced by its inner nodes.
 
-    ``saved_widget_count(type)`` tells how many ``widgets_values`` slots a node type takes.
+    ``saved_widget_count(type)`` tells how many ``widgets_values`` slots a node type takes;
+    ``editor`` ("1.32" or "1.58") whose ids and link handling to follow.
     """
     groups = (workflow.get("extra") or {}).get("groupNodes") or {}
     if not groups or not any(group_name(n.get("type"), groups) for n in workflow["nodes"]
@@ -40,25 +48,49 @@ def expand_group_nodes(workflow: dict, saved_widget_count: Callable[[str], int])
         return workflow
     workflow = copy.deepcopy(workflow)
     links = {link[0]: link for link in workflow["links"] if isinstance(link, list)}
+    ids = _Ids(workflow) if editor == "1.58" else None
     nodes = []
     for node in workflow["nodes"]:
         name = group_name(node.get("type"), groups) if isinstance(node, dict) else None
         if name is None:
             nodes.append(node)
         else:
-            nodes += _expand(node, groups[name], links, saved_widget_count)
+            nodes += _expand(node, name, groups[name], links, saved_widget_count, ids)
     workflow["nodes"] = nodes
     workflow["links"] = list(links.values())
     return workflow
 
 
-def _expand(instance: dict, group: dict, links: dict, saved_widget_count) -> list[dict]:
+class _Ids:
+    """The editor 1.58's id counter: ``last_node_id`` + 1 onwards, skipping ids in use."""
+
+    def __init__(self, workflow: dict):
+        self.used = {n.get("id") for n in workflow["nodes"] if isinstance(n, dict)}
+        last = workflow.get("last_node_id")
+        self.last = last if isinstance(last, int) and not isinstance(last, bool) else 0
+
+    def next(self) -> int:
+        self.last += 1
+        while self.last in self.used:
+            self.last += 1
+        self.used.add(self.last)
+        return self.last
+
+
+def _expand(instance: dict, name: str, group: dict, links: dict, saved_widget_count,
+            ids: _Ids | None) -> list[dict]:
     gid = str(instance.get("id"))
     inner = copy.deepcopy(group.get("nodes") or [])
+    if ids is not None:  # 1.58: fresh inner ids, then the instance's
+        inner_ids = [ids.next() for _ in inner]
+        prefix = str(ids.next())
     for index, node in enumerate(inner):
-        node["id"] = f"{gid}:{node.get('index', index)}"
+        if ids is not None:
+            node["id"] = f"{prefix}:{inner_ids[index]}"
+        else:
+            node["id"] = f"{gid}:{node.get('index', index)}"
+            node.setdefault("title", node.get("type"))
         node["mode"] = node.get("mode") or instance.get("mode") or 0
-        node.setdefault("title", node.get("type"))
         for slot in node.get("inputs") or []:
             slot["link"] = None
         for slot in node.get("outputs") or []:
@@ -68,7 +100,16 @@ def _expand(instance: dict, group: dict, links: dict, saved_widget_count) -> lis
     for n, raw in enumerate(group.get("links") or []):
         origin, origin_slot, target, target_slot = raw[0], raw[1], raw[2], raw[3]
         if origin not in by_index or target not in by_index:
-            raise WorkflowError(f"group node {gid} has a link between missing inner nodes")
+            if ids is not None:
+                continue  # the editor 1.58 drops the link
+            absent = sorted({str(i) for i in (origin, target) if i not in by_index})
+            raise WorkflowError(
+                f"group node {gid} ({instance.get('type')}, title "
+                f"{instance.get('title') or name!r}): link {n} of extra.groupNodes[{name!r}] "
+                f"names inner node(s) {', '.join(absent)}, which the group does not have "
+                f"(it has {', '.join(str(i) for i in by_index) or 'none'}); the editor 1.32 "
+                "cannot load such a group node. Remove that link from the group's links, or "
+                "convert with editor='1.58', which drops it")
         link_id = f"{gid}:link{n}"
         links[link_id] = [link_id, by_index[origin]["id"], origin_slot,
                           by_index[target]["id"], target_slot, raw[-1]]

@@ -20,7 +20,6 @@ WIDGET_TYPES = frozenset({
 })
 # Inputs the editor's extensions add to some node classes (a 3D viewer widget).
 EXTRA_REQUIRED = {"SaveGLB": {"image": ["PREVIEW_3D"]}, "Preview3D": {"image": ["PREVIEW_3D"]}}
-# Widgets extensions add after the others: PreviewAny's read-only text, sent empty.
 # Combo inputs that get an upload button widget ("upload", never sent) after them.
 _UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 
@@ -33,10 +32,18 @@ class WidgetSpec:
     dynamic_prompts: bool = False
     saved: bool = True               # False: in the prompt, but no slot in widgets_values
     textarea: bool = False           # a DOM text area: its value is always text
+    # What a saved value must be, checked for values the editor would mis-map
+    # (see discomfort.graph.convert): INT | FLOAT | BOOLEAN | COMBO, else None (unchecked).
+    kind: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple | None = None     # COMBO options
 
 
-# Widgets extensions add after the others: PreviewAny's read-only text, sent empty.
-EXTRA_WIDGETS = {"PreviewAny": (WidgetSpec("preview", "", saved=False, textarea=True),)}
+# Widgets extensions add after the others: PreviewAny's read-only text, sent empty by the
+# editor 1.32 (1.58 no longer sends it).
+EXTRA_WIDGETS = {"1.32": {"PreviewAny": (WidgetSpec("preview", "", saved=False,
+                                                     textarea=True),)}}
 
 
 @dataclass(frozen=True)
@@ -117,22 +124,25 @@ def _widgets_for(name: str, type_: str, opts: dict) -> list[WidgetSpec]:
     if type_ == "IMAGEUPLOAD":
         return [WidgetSpec("upload", "image", sent=False)]
     if type_ == "INT":
-        main = WidgetSpec(name, opts.get("default", 0))
+        main = WidgetSpec(name, opts.get("default", 0), kind="INT", minimum=_number(opts, "min"),
+                          maximum=_number(opts, "max"))
         control = opts.get("control_after_generate")
         if control is None:
             control = name in ("seed", "noise_seed")
         return [main] + ([WidgetSpec("control_after_generate", "randomize", sent=False)]
                          if control else [])
     if type_ == "FLOAT":
-        return [WidgetSpec(name, opts.get("default", 0))]
+        return [WidgetSpec(name, opts.get("default", 0), kind="FLOAT",
+                           minimum=_number(opts, "min"), maximum=_number(opts, "max"))]
     if type_ == "BOOLEAN":
-        return [WidgetSpec(name, opts.get("default", False))]
+        return [WidgetSpec(name, opts.get("default", False), kind="BOOLEAN")]
     if type_ == "STRING":
         return [WidgetSpec(name, opts.get("default", ""),
                            dynamic_prompts=opts.get("dynamicPrompts") is True,
                            textarea=bool(opts.get("multiline")))]
     if type_ == "COMBO":
-        main = WidgetSpec(name, _combo_default(opts))
+        main = WidgetSpec(name, _combo_default(opts), kind="COMBO",
+                          choices=tuple(opts.get("__options__") or ()) or None)
         if opts.get("control_after_generate"):
             return [main, WidgetSpec("control_after_generate", "randomize", sent=False),
                     WidgetSpec("control_filter_list", "", sent=False)]
@@ -142,11 +152,16 @@ def _widgets_for(name: str, type_: str, opts: dict) -> list[WidgetSpec]:
     return [WidgetSpec(name, opts.get("default"))]
 
 
+def _number(opts: dict, key: str) -> float | None:
+    value = opts.get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _combo_default(opts: dict) -> Any:
     return opts.get("default") or (opts.get("__options__") or [None])[0]
 
 
-def build_node_def(class_name: str, info: dict) -> NodeDef:
+def build_node_def(class_name: str, info: dict, editor: str = "1.58") -> NodeDef:
     inputs = _inputs_v2(info)
     for name, (type_, opts, optional) in inputs.items():
         if type_ == "COMBO":
@@ -162,7 +177,7 @@ def build_node_def(class_name: str, info: dict) -> NodeDef:
         if _has_widget(type_, opts):
             widgets.extend(_widgets_for(name, type_, opts))
             widget_slots.append(InputSlot(name, type_, widget=name))
-    widgets.extend(EXTRA_WIDGETS.get(class_name, ()))
+    widgets.extend(EXTRA_WIDGETS.get(editor, {}).get(class_name, ()))
     widget_names = {w.name for w in widgets}
     legacy = tuple(
         (name, 2 if (opts.get("control_after_generate") or name in ("seed", "noise_seed")) else 1,
@@ -201,8 +216,9 @@ def migrate_widgets_values(node_def: NodeDef, values: list) -> list:
 class NodeDefs:
     """Lazily built :class:`NodeDef` for each class of an ``/object_info`` dict."""
 
-    def __init__(self, object_info: dict):
+    def __init__(self, object_info: dict, editor: str = "1.58"):
         self.object_info = object_info
+        self.editor = editor
         self._cache: dict[str, NodeDef] = {}
 
     def __contains__(self, class_name: str) -> bool:
@@ -211,6 +227,6 @@ class NodeDefs:
     def get(self, class_name: str) -> NodeDef:
         node_def = self._cache.get(class_name)
         if node_def is None:
-            node_def = build_node_def(class_name, self.object_info[class_name])
+            node_def = build_node_def(class_name, self.object_info[class_name], self.editor)
             self._cache[class_name] = node_def
         return node_def
