@@ -3,13 +3,18 @@
 Starts a managed server (the library's ComfyServer, with the test node pack), runs a few
 prompts through a raw websocket and plain HTTP (no Discomfort client in between), and writes
 one JSON file per case to ``tests/fixtures/protocol/``: every websocket text message of the
-session in order, and the ``POST /prompt``, ``/queue`` and ``/history`` replies.
+session in order, the ``POST /prompt`` reply, the ``/queue`` and ``/history`` replies while the
+prompt ran (``queue_running``, ``history_running``, asked when ``execution_start`` arrived) and
+after it ended (``queue``, ``history``). ``jobs_probe.json`` is the server's answer to ``GET
+/api/jobs?limit=1`` (how a client tells whether it has the jobs API: 0.3.75 has not).
 
     .venv/bin/python scripts/record_protocol_sequences.py
 
 Cases: ``success`` (runs), ``cached`` (the same prompt again), ``execution_error`` (a node
 raises), ``interrupted`` (a sleeping node, interrupted), ``refused`` (fails validation: 400),
-``partly_refused`` (one of two outputs fails validation: 200 with node_errors).
+``partly_refused`` (one of two outputs fails validation: 200 with node_errors), ``removed``
+(queued behind a sleeping prompt, then deleted from the queue: it vanishes, no event, no
+history; ``queue_pending`` is the queue while it waited).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ def record(server: ComfyServer, name: str, body: dict) -> dict:
             reply, status = json.loads(exc.read()), exc.code
         if name == "interrupted":
             threading.Timer(0.8, server.request, ("/interrupt", {"prompt_id": prompt_id})).start()
+        running: dict = {}
         deadline = time.monotonic() + 30
         while status == 200 and time.monotonic() < deadline:
             try:
@@ -78,14 +84,62 @@ def record(server: ComfyServer, name: str, body: dict) -> dict:
             if isinstance(raw, str):
                 messages.append(json.loads(raw))
                 data = messages[-1].get("data") or {}
+                if messages[-1].get("type") == "execution_start" and not running:
+                    running = {"queue_running": server.request("/queue"),
+                               "history_running": server.request(f"/history/{prompt_id}")}
                 if messages[-1].get("type") == "status" and data.get("status", {}).get(
                         "exec_info", {}).get("queue_remaining") == 0 and len(messages) > 3:
                     break
         time.sleep(0.2)  # the history entry is written just after execution_success
         return {"case": name, "prompt_id": prompt_id, "prompt": body,
                 "post_prompt": {"status": status, "body": reply}, "messages": messages,
-                "queue": server.request("/queue"),
+                **running, "queue": server.request("/queue"),
                 "history": server.request(f"/history/{prompt_id}")}
+
+
+def record_removed(server: ComfyServer) -> dict:
+    """A prompt queued behind a sleeping one, then deleted from the queue by someone else."""
+    client_id = uuid.uuid4().hex
+    blocker, prompt_id = str(uuid.uuid4()), str(uuid.uuid4())
+    body = CASES["success"]
+    sleeper = prompt({"class_type": "DiscomfortTestSleep",
+                      "inputs": {"image": ["1", 0], "steps": 40, "step_seconds": 0.05}})
+    messages: list = []
+    url = server.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+    with connect(url, additional_headers={TOKEN_HEADER: server.token}, max_size=None) as ws:
+        messages.append(json.loads(ws.recv(timeout=10)))
+        server.request("/prompt", {"prompt": sleeper, "client_id": client_id, "prompt_id": blocker})
+        reply = server.request("/prompt", {"prompt": body, "client_id": client_id,
+                                           "prompt_id": prompt_id})
+        pending = server.request("/queue")
+        server.request("/queue", {"delete": [prompt_id]})
+        queue, history = server.request("/queue"), server.request(f"/history/{prompt_id}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                raw = ws.recv(timeout=2)
+            except TimeoutError:
+                break
+            if isinstance(raw, str):
+                messages.append(json.loads(raw))
+                if messages[-1].get("type") == "execution_success":
+                    break
+        return {"case": "removed", "prompt_id": prompt_id, "prompt": body,
+                "post_prompt": {"status": 200, "body": reply}, "messages": messages,
+                "queue_pending": pending, "queue": queue, "history": history,
+                "history_later": server.request(f"/history/{prompt_id}")}
+
+
+def jobs_probe(server: ComfyServer) -> dict:
+    try:
+        return {"status": 200, "body": server.request("/api/jobs?limit=1")}
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")
+        return {"status": exc.code, "body": body}
 
 
 def main() -> None:
@@ -93,12 +147,17 @@ def main() -> None:
     pack = ROOT / "tests" / "comfy_test_pack"
     with ComfyServer(node_packages=[pack]) as server:
         version = server.request("/system_stats")["system"]["comfyui_version"]
-        for name, body in CASES.items():
-            recorded = record(server, name, body)
+        cases = [(name, lambda name=name, body=body: record(server, name, body))
+                 for name, body in CASES.items()]
+        cases += [("removed", lambda: record_removed(server)),
+                  ("jobs_probe", lambda: jobs_probe(server))]
+        for name, make in cases:
+            recorded = make()
             recorded["comfyui_version"] = version
             path = OUT / f"{name}.json"
             path.write_text(json.dumps(recorded, indent=1) + "\n")
-            print(f"{name:16} {len(recorded['messages']):3} messages -> {path.relative_to(ROOT)}")
+            print(f"{name:16} {len(recorded.get('messages', [])):3} messages -> "
+                  f"{path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The protocol core on message sequences recorded from the real server (no server needed),
-and on the same sequences as a newer server would send them (fields and messages it adds)."""
+on the same sequences as a newer server would send them (fields and messages it adds), and
+on jobs-API replies hand-made after ComfyUI's source (0.3.75 has no jobs API; see each file's
+``source``)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from discomfort.errors import ExecutionError, ExecutionInterrupted, PromptValidationError
+from discomfort.errors import (
+    ComfyServerDied,
+    ExecutionError,
+    ExecutionInterrupted,
+    PromptLost,
+    PromptValidationError,
+)
 from discomfort.protocol import (
-    decode_message, event_from_message, history_entry, history_outcome, outcome_error,
-    prompt_reply, queue_state,
+    HISTORY,
+    JOB,
+    QUEUE,
+    PromptTracker,
+    history_entry,
+    history_outcome,
+    jobs_api_available,
+    prompt_reply,
+    queue_state,
 )
 from discomfort.report import PromptReport
 
@@ -24,20 +39,45 @@ def recorded(name: str) -> dict:
     return json.loads((RECORDED / f"{name}.json").read_text())
 
 
-def replay(case: dict, messages: list | None = None) -> tuple[PromptReport, object]:
-    """Feed a case's websocket messages, as the connector's reader does, into one prompt's
-    report; returns the report and the final event (None if none came)."""
-    classes = {k: v["class_type"] for k, v in case["prompt"].items()}
-    report, final = PromptReport(case["prompt_id"], case["case"], classes), None
-    for raw in case["messages"] if messages is None else messages:
-        event = event_from_message(decode_message(raw), classes)
-        if event is None or event.prompt_id != case["prompt_id"]:
-            continue
-        assert final is None, f"an event after the final one: {event.type}"
-        report.on_event(event)
-        final = event if event.is_final else None
-    return report, final
+def job(name: str) -> tuple[int, dict]:
+    reply = json.loads((RECORDED / "jobs" / f"{name}.json").read_text())
+    return reply["status"], reply["body"]
 
+
+def tracker_for(case: dict, **kwargs) -> PromptTracker:
+    classes = {k: v["class_type"] for k, v in case["prompt"].items()}
+    return PromptTracker(case["prompt_id"], classes, **kwargs)
+
+
+def feed(tracker: PromptTracker, messages: list) -> list:
+    """Each websocket message in turn, as the connector's reader does; the events it gave."""
+    events = []
+    for message in messages:
+        tracker.receive_message(message)
+        events += tracker.events_received()
+    return events
+
+
+def answer(tracker: PromptTracker, replies: dict) -> list[str]:
+    """Answer what the tracker asks from ``replies`` (kind -> list of (status, body), used in
+    order) until it asks nothing; the kinds it asked, in order."""
+    asked, replies = [], {kind: list(answers) for kind, answers in replies.items()}
+    while (kind := tracker.wants()) is not None:
+        assert len(asked) < 10, asked  # it must not ask forever
+        asked.append(kind)
+        tracker.receive_reply(kind, *replies[kind].pop(0))
+    return asked
+
+
+def report_of(case: dict, events: list) -> PromptReport:
+    report = PromptReport(case["prompt_id"], case["case"],
+                          {k: v["class_type"] for k, v in case["prompt"].items()})
+    for event in events:
+        report.on_event(event)
+    return report
+
+
+# --- the websocket alone ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, final, error", [
     ("success", "execution_success", None), ("cached", "execution_success", None),
@@ -47,28 +87,46 @@ def replay(case: dict, messages: list | None = None) -> tuple[PromptReport, obje
 ])
 def test_each_recorded_sequence_ends_once_with_its_outcome(name, final, error):
     case = recorded(name)
-    _, event = replay(case)
-    assert event.type == final
-    assert (type(outcome_error(event)) if error else outcome_error(event)) == error
-    entry = history_entry(case["history"], case["prompt_id"])
-    assert history_outcome(entry).type == final  # the same outcome when events were lost
-    assert case["prompt_id"] not in queue_state(case["queue"])
+    tracker = tracker_for(case)
+    events = feed(tracker, case["messages"])
+    assert [e.type for e in events if e.is_final] == [final] and events[-1].is_final
+    assert tracker.done and tracker.wants() is None  # nothing to ask: the websocket said it all
+    if error is None:
+        assert tracker.result().type == final
+    else:
+        with pytest.raises(error):
+            tracker.result()
+    tracker.receive_history(case["history"])  # the record, read late, adds no second outcome
+    feed(tracker, case["messages"])
+    assert tracker.events_received() == [] and tracker.outcome.type == final
     assert str(uuid.UUID(case["prompt_id"])) == case["prompt_id"]  # canonical ids
 
 
 def test_what_ran_and_what_was_cached():
-    (success, _), (cached, _) = replay(recorded("success")), replay(recorded("cached"))
-    assert success.executed_types() == {"EmptyImage": 1, "ImageInvert": 1, "PreviewImage": 1}
-    assert cached.executed == [] and cached.cached_types() == {
+    success, cached = recorded("success"), recorded("cached")
+    ran = report_of(success, feed(tracker_for(success), success["messages"]))
+    again = report_of(cached, feed(tracker_for(cached), cached["messages"]))
+    assert ran.executed_types() == {"EmptyImage": 1, "ImageInvert": 1, "PreviewImage": 1}
+    assert again.executed == [] and again.cached_types() == {
         "EmptyImage": 1, "ImageInvert": 1, "PreviewImage": 1}
-    [file] = cached.files  # a cached output node replays its files
+    [file] = again.files  # a cached output node replays its files
     assert file.type == "temp" and file.class_type == "PreviewImage"
 
 
 def test_an_execution_error_names_node_type_and_message():
-    error = outcome_error(replay(recorded("execution_error"))[1])
-    assert (error.node_id, error.node_type) == ("2", "DiscomfortTestFail")
-    assert error.exception_message == "on purpose" and "Traceback" not in str(error)
+    case = recorded("execution_error")
+    tracker = tracker_for(case)
+    feed(tracker, case["messages"])
+    with pytest.raises(ExecutionError) as caught:
+        tracker.result()
+    assert (caught.value.node_id, caught.value.node_type) == ("2", "DiscomfortTestFail")
+    assert caught.value.exception_message == "on purpose" and "Traceback" not in str(caught.value)
+
+
+def test_other_prompts_messages_are_not_this_ones():
+    success, error = recorded("success"), recorded("execution_error")
+    tracker = tracker_for(success)
+    assert feed(tracker, error["messages"]) == [] and not tracker.done
 
 
 def test_refused_prompts_are_validation_errors_naming_the_node():
@@ -81,19 +139,174 @@ def test_refused_prompts_are_validation_errors_naming_the_node():
     assert prompt_reply(200, {"prompt_id": "x", "number": 1, "node_errors": {}}) is None
 
 
-def test_a_disconnect_mid_prompt_leaves_no_outcome_until_history_gives_it():
-    case = recorded("interrupted")
-    cut = case["messages"][:8]  # the websocket went away while the node slept
-    assert replay(case, cut)[1] is None
-    assert history_outcome(history_entry({}, case["prompt_id"])) is None  # not written yet
-    assert history_outcome(history_entry(case["history"], case["prompt_id"])).type == \
-        "execution_interrupted"
+# --- events lost: the outcome from the record ------------------------------------------------
 
+def test_a_disconnect_mid_prompt_is_recovered_from_history_and_queue():
+    case = recorded("interrupted")
+    tracker = tracker_for(case)
+    feed(tracker, case["messages"][:8])  # the websocket went away while the node slept
+    tracker.connection_lost()
+    # not in the history yet, but running: nothing more to ask until the next check
+    assert answer(tracker, {HISTORY: [(200, case["history_running"])],
+                            QUEUE: [(200, case["queue_running"])]}) == [HISTORY, QUEUE]
+    assert not tracker.done and tracker.where == "running"
+    tracker.check()  # the driver's next poll: it has ended since
+    assert answer(tracker, {HISTORY: [(200, case["history"])]}) == [HISTORY]
+    [final] = tracker.events_received()
+    assert final.type == "execution_interrupted" and final.class_type == "DiscomfortTestSleep"
+    with pytest.raises(ExecutionInterrupted):
+        tracker.result()
+    tracker.connection_made()  # the websocket back, late: nothing new
+    feed(tracker, case["messages"][8:])
+    assert tracker.events_received() == [] and tracker.wants() is None
+
+
+def test_a_disconnect_mid_prompt_is_recovered_from_the_jobs_api():
+    case = recorded("success")
+    tracker = tracker_for(case, jobs_api=True)
+    feed(tracker, case["messages"][:5])
+    tracker.connection_lost()
+    assert answer(tracker, {JOB: [job("success_in_progress")]}) == [JOB]  # one request, no queue
+    assert not tracker.done and tracker.where == "running"
+    tracker.check()
+    assert answer(tracker, {JOB: [job("success_completed")]}) == [JOB]
+    assert tracker.result().type == "execution_success"
+    assert tracker.job["outputs"]["3"]["images"][0]["type"] == "temp"
+
+
+def test_the_final_event_lost_but_history_has_it():
+    case = recorded("success")
+    tracker = tracker_for(case)
+    lost = [m for m in case["messages"] if m.get("type") != "execution_success"]
+    events = feed(tracker, lost)
+    assert not tracker.done and tracker.wants() is None  # waiting: only the driver's timer helps
+    tracker.check()
+    assert answer(tracker, {HISTORY: [(200, case["history"])]}) == [HISTORY]
+    assert tracker.result().type == "execution_success"
+    assert report_of(case, events + tracker.events_received()).executed_types() == {
+        "EmptyImage": 1, "ImageInvert": 1, "PreviewImage": 1}
+
+
+def test_a_prompt_that_ends_between_the_history_and_the_queue_reply_is_not_lost():
+    case = recorded("success")
+    tracker = tracker_for(case)
+    tracker.check()
+    asked = answer(tracker, {HISTORY: [(200, case["history_running"]), (200, case["history"])],
+                             QUEUE: [(200, case["queue"])]})  # gone from the queue: it ended
+    assert asked == [HISTORY, QUEUE, HISTORY] and tracker.result().type == "execution_success"
+
+
+@pytest.mark.parametrize("jobs_api", [False, True])
+def test_a_prompt_that_vanished_is_a_clear_error(jobs_api):
+    case = recorded("removed")  # deleted from the queue by someone else: no event, no history
+    tracker = tracker_for(case, jobs_api=jobs_api)
+    assert feed(tracker, case["messages"]) == []
+    tracker.check()  # while it waited, behind another prompt
+    answer(tracker, {HISTORY: [(200, case["history"])], QUEUE: [(200, case["queue_pending"])],
+                     JOB: [job("removed_pending")]})
+    assert not tracker.done and tracker.where == "pending"
+    tracker.check()  # after it was deleted
+    asked = answer(tracker, {HISTORY: [(200, case["history"]), (200, case["history_later"])],
+                             QUEUE: [(200, case["queue"])], JOB: [job("removed_not_found")]})
+    assert asked == ([JOB] if jobs_api else [HISTORY, QUEUE, HISTORY])
+    with pytest.raises(PromptLost, match="neither queued nor in the history"):
+        tracker.result()
+    assert tracker.events_received() == []
+
+
+def test_a_prompt_we_removed_ourselves_ends_interrupted_not_lost():
+    case = recorded("removed")
+    tracker = tracker_for(case, jobs_api=True)
+    tracker.cancel_requested()  # POST /api/jobs/{id}/cancel said it was cancelled
+    answer(tracker, {JOB: [job("removed_not_found")]})
+    with pytest.raises(ExecutionInterrupted):
+        tracker.result()
+    removed = tracker_for(case)
+    removed.cancel_requested(removed=True)  # we deleted it from the queue: no event will come
+    assert [e.type for e in removed.events_received()] == ["execution_interrupted"]
+    assert removed.wants() is None
+
+
+def test_a_drivers_own_error_ends_the_prompt_once():
+    case = recorded("success")
+    tracker = tracker_for(case)
+    tracker.fail(ComfyServerDied("gone"))
+    feed(tracker, case["messages"])
+    with pytest.raises(ComfyServerDied):
+        tracker.result()
+    assert tracker.events_received() == [] and tracker.outcome is None
+
+
+# --- a driver that only polls (the synchronous client) ---------------------------------------
+
+@pytest.mark.parametrize("jobs_api", [False, True])
+def test_a_polling_driver_gets_the_outcome_and_the_history_entry(jobs_api):
+    case = recorded("interrupted")
+    tracker = tracker_for(case, jobs_api=jobs_api, websocket=False, want_entry=True)
+    assert tracker.wants() is None  # the driver's clock says when to look
+    tracker.check()
+    answer(tracker, {HISTORY: [(200, case["history_running"])],
+                     QUEUE: [(200, case["queue_running"])], JOB: [job("interrupted_in_progress")]})
+    assert not tracker.done
+    tracker.check()
+    asked = answer(tracker, {HISTORY: [(200, case["history"])],
+                             JOB: [job("interrupted_cancelled")]})
+    assert asked == ([JOB, HISTORY] if jobs_api else [HISTORY])  # the entry: from /history
+    assert history_outcome(tracker.entry).type == "execution_interrupted"
+    with pytest.raises(ExecutionInterrupted):
+        tracker.result()
+
+
+# --- the jobs API ----------------------------------------------------------------------------
+
+def test_the_jobs_api_is_detected_from_its_list_reply():
+    probe = recorded("jobs_probe")  # the real 0.3.75: 404, empty body
+    assert (probe["status"], probe["comfyui_version"]) == (404, "0.3.75")
+    assert not jobs_api_available(probe["status"], probe["body"])
+    assert jobs_api_available(*job("list"))
+    assert not jobs_api_available(200, "<html>the editor</html>")  # a front end catching all
+
+
+@pytest.mark.parametrize("name, error", [
+    ("success_completed", None), ("execution_error_failed", ExecutionError),
+    ("interrupted_cancelled", ExecutionInterrupted),
+    ("interrupted_failed_older_server", ExecutionInterrupted),  # before "cancelled" existed
+])
+def test_a_finished_job_gives_the_same_outcome_as_the_history(name, error):
+    status, body = job(name)
+    case = recorded(json.loads((RECORDED / "jobs" / f"{name}.json").read_text())["from"])
+    by_job, by_history = tracker_for(case, jobs_api=True), tracker_for(case)
+    by_job.check()
+    by_job.receive_job(status, body)
+    by_history.check()
+    by_history.receive_history(case["history"])
+    for tracker in (by_job, by_history):
+        [final] = tracker.events_received()
+        assert final.type == history_outcome(history_entry(case["history"], case["prompt_id"])).type
+        if error is None:
+            assert tracker.result() == final
+        else:
+            with pytest.raises(error):
+                tracker.result()
+
+
+def test_a_job_without_its_messages_is_judged_by_its_status():
+    status, body = job("execution_error_failed")
+    body = {k: v for k, v in body.items() if k != "execution_status"}
+    tracker = tracker_for(recorded("execution_error"), jobs_api=True)
+    tracker.check()
+    tracker.receive_job(status, body)
+    with pytest.raises(ExecutionError) as caught:
+        tracker.result()
+    assert caught.value.node_type == "DiscomfortTestFail"
+
+
+# --- a newer server ----------------------------------------------------------------------------
 
 def newer(messages: list) -> list:
     """The same sequence as a newer server sends it: extra fields everywhere, asset blocks in
     outputs, a feature-flags handshake and message types this client has never seen."""
-    out = [{"type": "feature_flags", "data": {"supports_preview_metadata": True}}]
+    out = [{"type": "feature_flags", "data": {"supports_preview_metadata": True, "assets": True}}]
     for message in copy.deepcopy(messages):
         data = message.get("data")
         if isinstance(data, dict):
@@ -107,12 +320,19 @@ def newer(messages: list) -> list:
             out.append({"type": "some_future_message", "data": {"prompt_id": data["prompt_id"],
                                                                  "anything": True}})
             out.append({"type": "progress_text", "data": ["not", "a", "dict"]})
-    return out + [b"\x00\x00\x00\x01 binary junk", "not json"]
+            out.append({"type": "progress_state", "data": {"prompt_id": data["prompt_id"],
+                                                           "nodes": {"9": {"state": "new"}}}})
+    return out + [b"\x00\x00\x00\x01 binary junk", "not json", json.dumps({"type": 3})]
 
 
-def test_a_newer_servers_sequence_gives_the_same_outcome_and_report():
-    case = recorded("success")
-    (old, _), (new, final) = replay(case), replay(case, newer(case["messages"]))
-    assert final.type == "execution_success"
+@pytest.mark.parametrize("name", ["success", "execution_error", "interrupted"])
+def test_a_newer_servers_sequence_gives_the_same_outcome_and_report(name):
+    case = recorded(name)
+    old_tracker, new_tracker = tracker_for(case), tracker_for(case)
+    old = report_of(case, feed(old_tracker, case["messages"]))
+    new = report_of(case, feed(new_tracker, newer(case["messages"])))
+    assert new_tracker.outcome.type == old_tracker.outcome.type
+    assert type(new_tracker.error) is type(old_tracker.error)
     assert new.executed == old.executed and new.cached == old.cached
     assert [f.filename for f in new.files] == [f.filename for f in old.files]
+    assert case["prompt_id"] not in queue_state(case["queue"])
