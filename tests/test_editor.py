@@ -318,6 +318,34 @@ def test_menu_entry_copies_the_snippet(page):
     assert '"img": None,  # TODO' in snippet and 'result["inverted"]' in snippet
 
 
+# --- conversion: the installed editor against the converter ---------------------------------
+
+CONVERSION = TESTS / "fixtures" / "conversion" / "cases"
+# Cases where today's editor (1.58) and the installed one differ; the checked-in 1.32
+# expectations of these must still be what the installed editor gives.
+EDITOR_CASES = ["promoted_widgets", "bypassed_subgraph", "colliding_inner_ids", "dom_widgets",
+                "two_group_nodes", "widgets_values_named"]
+
+
+@pytest.mark.parametrize("name", EDITOR_CASES)
+def test_installed_editor_converts_like_ui_to_api(page, comfy, name):
+    """graphToPrompt() of the editor the server serves (1.32.9) is what ui_to_api(...,
+    editor='1.32') gives, and what the checked-in expectation holds."""
+    from discomfort.graph.convert import ui_to_api
+
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || null")
+    assert version == "1.32.9", f"the server serves frontend {version}: regenerate the 1.32 " \
+        "expectations with scripts/make_conversion_expectations.py --editor 1.32"
+    workflow = json.loads((CONVERSION / f"{name}.json").read_text())
+    page.evaluate("async (wf) => { await app.loadGraphData(wf, true, false, null, "
+                  "{showMissingNodesDialog: false, showMissingModelsDialog: false}); }", workflow)
+    settle(page)
+    editor = page.evaluate("async () => (await app.graphToPrompt()).output")
+    ours = ui_to_api(workflow, comfy.get("/object_info"), editor="1.32", seed=0)
+    assert ours == editor
+    assert editor == json.loads((CONVERSION / f"{name}.expected.json").read_text())
+
+
 # --- the screenshot -------------------------------------------------------------------------
 
 
