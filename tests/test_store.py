@@ -16,9 +16,10 @@ from torch_support import equal, full, is_tensor, needs_torch, ones, rand, randn
 import discomfort
 from discomfort import WorkflowContext
 from discomfort.errors import (
-    ConfigError, ContextClosedError, InvalidIdError, UnsafeStoreError,
+    ConfigError, ContextClosedError, DiscomfortWarning, InvalidIdError, UnsafeStoreError,
 )
 from discomfort.store import context as context_module
+from discomfort.store import index as index_module
 from discomfort.store import shm
 
 GIB = 1024 ** 3
@@ -116,6 +117,18 @@ def test_numpy_arrays_round_trip(ctx):
         assert loaded.dtype == array.dtype and np.array_equal(loaded, array)
 
 
+@pytest.mark.parametrize("use_ram", [True, False])
+def test_a_0d_array_loads_as_0d(ctx, use_ram):
+    for array in (np.array(2.5), np.array(7, dtype=np.int16), np.float32(1.5)):
+        ctx.save("a", array, use_ram=use_ram)
+        loaded = ctx.load("a")
+        assert type(loaded) is type(array) and loaded.shape == () and loaded.dtype == array.dtype
+        assert loaded == array
+    assert ctx.entry("a").shape is None  # a numpy scalar (not an array) goes by pickle
+    ctx.save("a", np.array(2.5), use_ram=use_ram)
+    assert ctx.entry("a").shape == ()
+
+
 def test_load_of_a_missing_key_is_a_key_error(ctx):
     ctx.save("present", 1)
     with pytest.raises(KeyError, match="'absent' is not in run"):
@@ -177,6 +190,58 @@ def test_get_storage_info_shapes(ctx):
     assert ram["size"] == disk["size"] > 40 and ram["pass_by"] == "val"
     assert stat.S_IMODE(os.stat(disk["path"]).st_mode) == 0o600
     assert ctx.get_storage_info("nothing") is None
+
+
+def test_entry_describes_a_value_without_loading_it(ctx):
+    ctx.save("img", zeros(1, 8, 8, 3))
+    ctx.save("arr", np.zeros((2, 3), np.int16), use_ram=False)
+    ctx.save("text", "a lighthouse", stamp="prompt-1", source={"class_type": "X", "inputs": [1]})
+    ctx.save("model", {"nodes": {}}, pass_by="ref")
+    img, arr, text, model = (ctx.entry(k) for k in ("img", "arr", "text", "model"))
+    assert (img.key, img.storage, img.pass_by, img.shape, img.dtype, img.is_array) == \
+        ("img", "shm", "val", (1, 8, 8, 3), "float32", True)
+    assert img.nbytes == 8 * 8 * 3 * 4 < img.size and img.location.startswith("/dsc_")
+    assert (arr.kind, arr.storage, arr.shape, arr.dtype) == ("numpy", "disk", (2, 3), "int16")
+    assert Path(arr.location).is_file() and arr.nbytes == 12
+    assert (text.kind, text.shape, text.dtype, text.nbytes, text.is_array) == ("pickle", None, None, None, False)
+    assert text.stamp == "prompt-1" and img.stamp is None
+    assert text.source == {"class_type": "X", "inputs": (1,)}
+    with pytest.raises(TypeError):
+        text.source["class_type"] = "Y"  # read-only, like the entry itself
+    with pytest.raises(AttributeError):
+        text.size = 0
+    assert model.is_ref and not img.is_ref and model.kind == "json"
+    # what get_storage_info (the spec's dict) says is what the entry says
+    for entry in (img, arr, text, model):
+        info = ctx.get_storage_info(entry.key)
+        assert info == entry.storage_info()
+        assert (info["size"], info["pass_by"], info["version"]) == (entry.size, entry.pass_by, entry.version)
+    assert ctx.get_storage_info("text")["source"] == {"class_type": "X", "inputs": [1]}
+    with pytest.raises(KeyError, match="'nothing' is not in run"):
+        ctx.entry("nothing")
+
+
+def test_entry_fingerprint_is_computed_only_when_asked(ctx):
+    big = zeros(64 * 1024)  # 256 KB: above what gets its digest as it is saved
+    ctx.save("big", big)
+    ctx.save("small", "x")
+    assert ctx.entry("small").fingerprint == ctx.fingerprint("small")
+    assert ctx.entry("big").fingerprint is None
+    assert ctx.entry("big", fingerprint=True).fingerprint == ctx.fingerprint("big")
+    assert ctx.entry("big").fingerprint == ctx.fingerprint("big")  # known from now on
+    ctx.save("big", ones(64 * 1024))
+    assert ctx.entry("big").fingerprint is None  # a new value: not known yet
+
+
+def test_two_handles_in_one_process_see_each_others_writes(ctx):
+    with WorkflowContext.open(ctx.run_id) as other:
+        for i in range(5):
+            ctx.save("k", i)
+            assert other.load("k") == i
+            other.save("k", -i)
+            assert ctx.load("k") == -i and ctx.entry("k").version == other.entry("k").version
+        other.delete("k")
+        assert "k" not in ctx.list_keys()
 
 
 def test_list_keys_in_save_order(ctx):
@@ -349,6 +414,27 @@ def test_create_false_reattaches_and_never_deletes_the_owners_data(root):
     assert not (root / "contexts" / "shared-run").exists()
 
 
+def test_the_three_ways_to_open_a_run(root):
+    with WorkflowContext(run_id="roles") as owner:
+        owner.save("k", "v")
+        user = WorkflowContext.open("roles")
+        port = WorkflowContext.attach("roles", "contexts")
+        assert (owner.is_owner, user.is_owner, port.is_owner) == (True, False, False)
+        assert user.load("k") == port.load("k") == "v"
+        port.save("from port", 1)
+        port.shutdown()
+        user.shutdown()
+        assert owner.load("from port") == 1  # neither shutdown deleted anything
+        with pytest.raises(FileNotFoundError):
+            WorkflowContext.attach("roles", "other_dir")
+        with pytest.raises(InvalidIdError):
+            WorkflowContext.attach("roles", "../contexts")
+        with pytest.raises(InvalidIdError):
+            WorkflowContext(create=False)  # re-attach to what?
+    with pytest.raises(FileNotFoundError):
+        WorkflowContext.open("roles")
+
+
 def test_create_false_for_an_unknown_run_is_file_not_found(root):
     with pytest.raises(FileNotFoundError, match="no run 'ghost'"):
         WorkflowContext(run_id="ghost", create=False)
@@ -447,6 +533,87 @@ def test_a_segment_open_to_others_is_refused(ctx):
     with WorkflowContext.open(ctx.run_id) as other:  # a handle with no mapping of it yet
         with pytest.raises(UnsafeStoreError, match="not private"):
             other.load("k")
+
+
+# --- the index on a memory filesystem -------------------------------------------------------
+
+on_linux_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+
+
+def _memory_dirs(base: Path) -> list[Path]:
+    """The run directories (``<tag>/<contexts>/<run_id>``) under a memory base."""
+    return [p for p in base.glob("*/*/*") if p.is_dir()] if base.is_dir() else []
+
+
+@pytest.fixture
+def memory_base(tmp_path, monkeypatch) -> Path:
+    """A memory filesystem of this test's own (a tmp dir standing in for /dev/shm)."""
+    fs = tmp_path / "shm"
+    fs.mkdir()
+    monkeypatch.setattr(index_module, "LINUX_MEMORY_FS", str(fs))
+    return fs / f"discomfort-{os.geteuid()}"
+
+
+@on_linux_shm
+def test_the_index_and_lock_live_on_the_memory_filesystem(root, memory_base):
+    with WorkflowContext() as ctx:
+        ctx.save("k", "v", use_ram=False)
+        assert sorted(p.name for p in ctx.path.iterdir()) == ["attach", "data", "run.json"]
+        (mem,) = _memory_dirs(memory_base)
+        assert mem.name == ctx.run_id and sorted(p.name for p in mem.iterdir()) == ["index.json", "lock"]
+        for path in (memory_base, mem):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(mem / "index.json").st_mode) == 0o600
+        assert Path(ctx.entry("k").location).parent == ctx.path / "data"  # values stay on disk
+    assert not mem.exists()
+
+
+@on_linux_shm
+def test_a_memory_base_open_to_others_keeps_the_index_in_the_run(root, memory_base):
+    memory_base.mkdir(mode=0o755)
+    os.chmod(memory_base, 0o755)
+    with pytest.warns(DiscomfortWarning, match="index on disk"):
+        ctx = WorkflowContext()
+    with ctx:
+        ctx.save("k", "v")
+        with WorkflowContext.open(ctx.run_id) as other:  # finds it where the owner put it
+            assert other.load("k") == "v"
+        assert "index.json" in {p.name for p in ctx.path.iterdir()}
+    assert _memory_dirs(memory_base) == []
+
+
+@on_linux_shm
+def test_an_attacher_refuses_a_memory_dir_made_public(root, memory_base):
+    with WorkflowContext() as ctx:
+        os.chmod(memory_base, 0o755)
+        with pytest.raises(UnsafeStoreError, match="chmod 700"):
+            WorkflowContext.open(ctx.run_id)
+        os.chmod(memory_base, 0o700)
+
+
+@on_linux_shm
+def test_memory_dirs_of_deleted_runs_and_roots_are_removed(root, memory_base, tmp_path, monkeypatch):
+    import shutil
+
+    ctx = WorkflowContext(run_id="deleted-behind-our-back")
+    (mem,) = _memory_dirs(memory_base)
+    shutil.rmtree(ctx.path)  # deleted some other way than its shutdown
+    WorkflowContext().shutdown()
+    assert mem.exists()  # recent: maybe a run being made
+    os.utime(mem, (1, 1))
+    WorkflowContext().shutdown()
+    assert not mem.exists()
+    ctx.shutdown()  # finds nothing left to delete, and says nothing
+
+    other_root = tmp_path / "other-root"
+    monkeypatch.setenv("DISCOMFORT_ROOT", str(other_root))
+    gone = WorkflowContext(run_id="its-root-goes")
+    tags_before = {p.name for p in memory_base.iterdir()}
+    shutil.rmtree(other_root)
+    monkeypatch.setenv("DISCOMFORT_ROOT", str(root))
+    WorkflowContext().shutdown()
+    assert {p.name for p in memory_base.iterdir()} < tags_before
+    gone.shutdown()
 
 
 @pytest.mark.skipif(not os.path.isdir(shm.LINUX_SHM_DIR), reason="looks into /dev/shm")
