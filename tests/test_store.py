@@ -605,6 +605,7 @@ def test_memory_dirs_of_deleted_runs_and_roots_are_removed(root, memory_base, tm
     assert not mem.exists()
     ctx.shutdown()  # finds nothing left to delete, and says nothing
 
+    monkeypatch.setattr(index_module, "SWEEP_EVERY_S", 0)  # other roots: looked over every open
     other_root = tmp_path / "other-root"
     monkeypatch.setenv("DISCOMFORT_ROOT", str(other_root))
     gone = WorkflowContext(run_id="its-root-goes")

@@ -36,6 +36,8 @@ MEMORY, IN_RUN = "memory", "run"
 LINUX_MEMORY_FS = "/dev/shm"
 INDEX_NAME, LOCK_NAME, ROOT_MARK = "index.json", "lock", "root"
 LEFTOVER_GRACE_S = 60  # a memory directory whose run directory is missing may be a run being made
+SWEEP_EVERY_S = 60  # how often an open looks over every root's memory directory (~0.1 ms each)
+SWEPT = ".swept"
 
 
 def empty() -> dict:
@@ -265,7 +267,17 @@ def remove_leftovers(contexts_dir: Path) -> list[Path]:
             except (StoreLockTimeout, OSError):
                 continue
             removed.append(mem)
+    swept = base / SWEPT
+    try:
+        if now - swept.stat().st_mtime < SWEEP_EVERY_S:
+            return removed  # other roots were looked over a moment ago
+    except FileNotFoundError:
+        pass
+    os.close(os.open(swept, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    os.utime(swept)
     for tag_dir in base.iterdir():
+        if tag_dir.name == SWEPT:
+            continue
         try:
             root = (tag_dir / ROOT_MARK).read_text()
             if os.path.isdir(root) and _root_tag(Path(root)) == tag_dir.name:
