@@ -324,7 +324,8 @@ CONVERSION = TESTS / "fixtures" / "conversion" / "cases"
 # Cases where today's editor (1.58) and the installed one differ; the checked-in 1.32
 # expectations of these must still be what the installed editor gives.
 EDITOR_CASES = ["promoted_widgets", "bypassed_subgraph", "colliding_inner_ids", "dom_widgets",
-                "two_group_nodes", "widgets_values_named"]
+                "two_group_nodes", "widgets_values_named", "group_node_modes",
+                "colliding_inner_ids_v1"]
 
 
 @pytest.mark.parametrize("name", EDITOR_CASES)

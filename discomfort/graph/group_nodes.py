@@ -12,8 +12,10 @@ A definition link that names an inner node the group does not have: 1.58 drops t
 1.32 cannot register such a group node at all, so it is an error here (naming the group).
 
 Covered: inner nodes and links, the instance's widget values (in inner-node order), its
-socket inputs and its outputs. Not covered: widgets converted to inputs on the instance and
-bypassing a whole group node.
+socket inputs and its outputs. Both editors send the inner nodes of a muted or bypassed
+group node; 1.32 resolves what a bypassed one feeds through the bypass (its matching input),
+1.58 (which made it a subgraph without its mode) through the inner nodes. Not covered:
+widgets converted to inputs on the instance.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Callable
 from ..errors import WorkflowError
 
 PREFIXES = ("workflow>", "workflow/")
+BYPASS = 4
 
 
 def group_name(node_type: Any, groups: dict) -> str | None:
@@ -49,16 +52,64 @@ def expand_group_nodes(workflow: dict, saved_widget_count: Callable[[str], int],
     workflow = copy.deepcopy(workflow)
     links = {link[0]: link for link in workflow["links"] if isinstance(link, list)}
     ids = _Ids(workflow) if editor == "1.58" else None
-    nodes = []
+    by_id = {n.get("id"): n for n in workflow["nodes"] if isinstance(n, dict)}
+    nodes, bypassed = [], {}
     for node in workflow["nodes"]:
         name = group_name(node.get("type"), groups) if isinstance(node, dict) else None
         if name is None:
             nodes.append(node)
-        else:
-            nodes += _expand(node, name, groups[name], links, saved_widget_count, ids)
+            continue
+        if editor == "1.32" and node.get("mode") == BYPASS:
+            bypassed.update(_bypass_targets(node, links, by_id))
+        nodes += _expand(node, name, groups[name], links, saved_widget_count, ids)
+    for link_id, origin in bypassed.items():
+        if origin is not None:
+            links[link_id][1], links[link_id][2] = origin
+        else:  # nothing of that type passes through: the consumer's input goes unconnected
+            link = links.pop(link_id)
+            for slot in (by_id.get(link[3]) or {}).get("inputs") or []:
+                if slot.get("link") == link_id:
+                    slot["link"] = None
     workflow["nodes"] = nodes
     workflow["links"] = list(links.values())
     return workflow
+
+
+def _bypass_targets(instance: dict, links: dict, by_id: dict) -> dict:
+    """For the editor 1.32, a bypassed group node still sends its inner nodes, but what its
+    outputs feed is resolved through the bypass: each outgoing link maps to the (origin, slot)
+    feeding the instance input that passes its type through, or None."""
+    from .convert import _valid  # the editor's type match, shared with the converter
+
+    inputs = instance.get("inputs") or []
+    feeds = [links.get(i.get("link")) for i in inputs]
+    found = {}
+    for k, output in enumerate(instance.get("outputs") or []):
+        for link_id in output.get("links") or []:
+            link = links.get(link_id)
+            if link is None:
+                continue
+            target = by_id.get(link[3]) or {}
+            wanted = next((s.get("type") for s in target.get("inputs") or []
+                           if s.get("link") == link_id), link[5] if len(link) > 5 else None)
+            index = _bypass_index([i.get("type") for i in inputs], output.get("type"), k, wanted,
+                                  _valid)
+            feed = feeds[index] if 0 <= index < len(feeds) else None
+            found[link_id] = (feed[1], feed[2]) if feed is not None else None
+    return found
+
+
+def _bypass_index(types: list, output_type, slot: int, wanted, valid) -> int:
+    """The input a bypassed node passes through to output ``slot`` (LiteGraph's rule)."""
+    if wanted in ("*", ""):
+        return slot if len(types) > slot else 0
+    if slot < len(types) and valid(types[slot], output_type) and valid(types[slot], wanted):
+        return slot
+    exact = next((i for i, t in enumerate(types) if t == wanted), -1)
+    if exact != -1:
+        return exact
+    return next((i for i, t in enumerate(types) if valid(t, output_type) and valid(t, wanted)),
+                -1)
 
 
 class _Ids:
@@ -85,12 +136,12 @@ def _expand(instance: dict, name: str, group: dict, links: dict, saved_widget_co
         inner_ids = [ids.next() for _ in inner]
         prefix = str(ids.next())
     for index, node in enumerate(inner):
+        # Inner nodes keep their own mode and title: both editors send the nodes of a muted
+        # or bypassed group node all the same, under their default titles.
         if ids is not None:
             node["id"] = f"{prefix}:{inner_ids[index]}"
         else:
             node["id"] = f"{gid}:{node.get('index', index)}"
-            node.setdefault("title", node.get("type"))
-        node["mode"] = node.get("mode") or instance.get("mode") or 0
         for slot in node.get("inputs") or []:
             slot["link"] = None
         for slot in node.get("outputs") or []:
