@@ -1,10 +1,13 @@
 """ComfyConnector: one ComfyUI server, managed (started headless by us) or attached (by URL).
 
-HTTP goes through aiohttp; one websocket per connector is read by one task that routes each
-message to the prompt it names. Prompt ids are chosen here and registered before the POST, so
-a prompt that finishes before the POST returns is not missed, and several prompts can be in
-flight. Every wait has a liveness deadline (the server alive, the prompt queued or running),
-separate from an optional overall timeout; nothing is retried forever.
+HTTP goes through aiohttp; one websocket per connector is read by one task that hands each
+message to the prompt it names. Following a prompt is the protocol core's
+(:class:`~discomfort.protocol.PromptTracker`): this module only moves its messages and the
+requests it asks for (``/api/jobs/{id}`` where the server has the jobs API, else ``/history``
+and ``/queue``), and keeps the clocks. Prompt ids are chosen here and registered before the
+POST, so a prompt that finishes before the POST returns is not missed, and several prompts can
+be in flight. Every wait has a liveness deadline (the server alive and answering), separate
+from an optional overall timeout; nothing is retried forever.
 """
 
 from __future__ import annotations
@@ -16,23 +19,30 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
-from .errors import (
-    ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ConfigError, RunTimeout,
-)
+from .auth import TOKEN_ENV, TOKEN_HEADER, editor_url
+from .errors import ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ConfigError, RunTimeout
+from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .jsonfile import read_json_object
 from .protocol import (
-    Event, decode_message, event_from_message, history_entry, history_outcome, outcome_error,
-    prompt_reply, queue_state,
+    HISTORY,
+    JOB,
+    JOBS_PROBE_PATH,
+    Event,
+    PromptTracker,
+    decode_message,
+    jobs_api_available,
+    message_prompt_id,
+    prompt_reply,
+    queue_state,
 )
-from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
-from .auth import TOKEN_ENV, TOKEN_HEADER, editor_url
 from .server import MODEL_FOLDERS, ComfyServer
 from .store import default_root
 
@@ -62,9 +72,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "token": None,              # an attached server's Discomfort token (else $DISCOMFORT_TOKEN)
 }
 LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
-RECONCILE_EVERY = 5             # ... and every this many polls asks /history and /queue
-# What the websocket reader tells a waiter besides the server's events.
-CLOSED, DISCONNECTED = object(), object()
+RECONCILE_EVERY = 5             # ... and every this many polls asks the server's record
 HISTORY_DEADLINE_S = 10.0       # the history entry is written just after execution_success
 HISTORY_BATCH = 16
 WS_RECONNECT_DEADLINE_S = 60.0
@@ -137,8 +145,8 @@ class ComfyConnector:
         self.server: ComfyServer | None = None
         self.url: str = config["url"].rstrip("/") if config["url"] else ""
         self._session: aiohttp.ClientSession | None = None
-        self._waiters: dict[str, asyncio.Queue] = {}  # each queued prompt's events, in order
-        self._class_types: dict[str, dict[str, str]] = {}  # each queued prompt's node classes
+        self._trackers: dict[str, PromptTracker] = {}  # each queued prompt's protocol state
+        self._wakes: dict[str, asyncio.Event] = {}  # set when its tracker has news
         self._reader: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._object_info: dict | None = None
@@ -148,11 +156,13 @@ class ComfyConnector:
         self._start_lock = asyncio.Lock()
         self._last_heard = 0.0  # loop time of the server's last websocket message or HTTP reply
         self.cache_mode: str | None = None  # how the server caches, from its command line
+        self.jobs_api = False  # the server has /api/jobs (ComfyUI >= 0.6): asked once per start
+        self._jobs_cancel = True  # ... and /api/jobs/{id}/cancel (>= 0.26), until it says 404
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @classmethod
-    async def create(cls, config_path: str | os.PathLike | None = None, **overrides) -> "ComfyConnector":
+    async def create(cls, config_path: str | os.PathLike | None = None, **overrides) -> ComfyConnector:
         """A connector to a fresh managed server, or to ``url`` (config or keyword) if given."""
         self = cls(load_connector_config(config_path, **overrides))
         try:
@@ -186,6 +196,7 @@ class ComfyConnector:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=quiet, sock_read=quiet))
         if not self.managed:
             await self._check_attached_server()
+        self.jobs_api, self._jobs_cancel = await self._has_jobs_api(), True
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_messages(), name="discomfort-ws")
         try:
@@ -225,6 +236,14 @@ class ComfyConnector:
                 f"{default_root()}: start this process with DISCOMFORT_ROOT={info.get('root')} "
                 "(both must be the same user on the same machine)")
 
+    async def _has_jobs_api(self) -> bool:
+        """Once per server: 0.3.x answers 404 to ``/api/jobs``, newer servers list jobs."""
+        try:
+            reply, status = await self._get(JOBS_PROBE_PATH), 200
+        except _HTTPError as exc:
+            reply, status = exc.json(), exc.status
+        return jobs_api_available(status, reply)
+
     def _new_server(self) -> ComfyServer:
         c = self.config
         args = list(c["extra_args"])
@@ -262,8 +281,9 @@ class ComfyConnector:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
-        for waiter in self._waiters.values():
-            waiter.put_nowait(CLOSED)
+        for prompt_id, tracker in self._trackers.items():
+            tracker.fail(ComfyServerError("the connector was shut down while waiting"))
+            self._wakes[prompt_id].set()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -274,7 +294,7 @@ class ComfyConnector:
             await asyncio.to_thread(self.server.stop, grace)
             self.server = None
 
-    async def __aenter__(self) -> "ComfyConnector":
+    async def __aenter__(self) -> ComfyConnector:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -371,8 +391,11 @@ class ComfyConnector:
         """Post an API prompt; return its id. Validation failures raise PromptValidationError."""
         await self._ensure_running()
         prompt_id = str(uuid.uuid4())  # canonical form: newer servers refuse others
-        self._waiters[prompt_id] = asyncio.Queue()  # before the POST: events may beat its reply
-        self._class_types[prompt_id] = {str(k): str(v.get("class_type")) for k, v in prompt.items()}
+        # Registered before the POST: its events may beat the reply.
+        self._trackers[prompt_id] = PromptTracker(
+            prompt_id, {str(k): str(v.get("class_type")) for k, v in prompt.items()},
+            jobs_api=self.jobs_api, websocket=self._connected.is_set())
+        self._wakes[prompt_id] = asyncio.Event()
         body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,
                 "extra_data": extra_data or {}}
         try:
@@ -395,50 +418,87 @@ class ComfyConnector:
         return prompt_id
 
     def _unregister(self, prompt_id: str) -> None:
-        self._waiters.pop(prompt_id, None)
-        self._class_types.pop(prompt_id, None)
+        self._trackers.pop(prompt_id, None)
+        self._wakes.pop(prompt_id, None)
 
     async def events(self, prompt_id: str, timeout: float | None = None) -> AsyncIterator[Event]:
         """Every event of a queued prompt, ending with its final one (success, error or
         interrupted). Raises if the server dies, stops answering for
-        ``unresponsive_timeout`` seconds, or ``timeout`` seconds pass."""
-        waiter = self._waiters.get(prompt_id)
-        if waiter is None:
+        ``unresponsive_timeout`` seconds, loses the prompt, or ``timeout`` seconds pass."""
+        tracker = self._tracker(prompt_id)
+        try:
+            async for event in self._follow(tracker, timeout):
+                yield event
+        finally:
+            self._unregister(prompt_id)
+
+    def _tracker(self, prompt_id: str) -> PromptTracker:
+        tracker = self._trackers.get(prompt_id)
+        if tracker is None:
             raise KeyError(f"prompt {prompt_id} was not queued by this connector")
+        return tracker
+
+    async def _follow(self, tracker: PromptTracker, timeout: float | None) -> AsyncIterator[Event]:
+        """Drive one prompt's tracker until it ends: yield its events, send the requests it
+        asks for, and keep the clocks (the run's deadline, liveness polls, reconciling)."""
+        prompt_id, wake = tracker.prompt_id, self._wakes[tracker.prompt_id]
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         quiet_polls = 0
         self._last_heard = max(self._last_heard, loop.time())
-        try:
-            while True:
-                wait_s = LIVENESS_POLL_S if deadline is None else min(LIVENESS_POLL_S, max(deadline - loop.time(), 0))
-                try:
-                    async with asyncio.timeout(wait_s):  # (wait_for would add a task per event)
-                        event = await waiter.get()
-                except TimeoutError:
-                    if deadline is not None and loop.time() >= deadline:
-                        await self.abandon(prompt_id)
-                        raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s; "
-                                         "it was interrupted") from None
-                    quiet_polls += 1
-                    event = await self._within(deadline, self._check_liveness(
-                        prompt_id, probe=quiet_polls % PROBE_EVERY == 0,
-                        reconcile=quiet_polls % RECONCILE_EVERY == 0))
-                    if event is None:
-                        continue
-                if event is CLOSED:
-                    raise ComfyServerError("the connector was shut down while waiting")
-                if event is DISCONNECTED:
-                    event = await self._within(deadline, self._check_liveness(
-                        prompt_id, probe=False, reconcile=False))
-                    if event is None:
-                        continue
-                quiet_polls = 0
+        while True:
+            wake.clear()  # before reading: news that comes while we yield sets it again
+            events = tracker.events_received()
+            for event in events:
                 yield event
-                if event.is_final:
-                    return
-        finally:
-            self._unregister(prompt_id)
+            if tracker.done:
+                if tracker.outcome is None:
+                    tracker.result()  # raises: lost, shut down
+                return
+            if deadline is not None and loop.time() >= deadline:  # checked even mid-stream
+                await self.abandon(prompt_id)
+                raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s; "
+                                 "it was interrupted") from None
+            if events:
+                quiet_polls = 0
+                continue
+            kind = tracker.wants()
+            if kind is not None and await self._within(deadline, self._ask(tracker, kind)):
+                continue
+            wait_s = LIVENESS_POLL_S if deadline is None else \
+                min(LIVENESS_POLL_S, max(deadline - loop.time(), 0))
+            try:
+                async with asyncio.timeout(wait_s):  # (wait_for would add a task per event)
+                    await wake.wait()
+                continue
+            except TimeoutError:
+                pass
+            if deadline is not None and loop.time() >= deadline:
+                continue  # (the check above raises)
+            quiet_polls += 1
+            await self._within(deadline, self._check_liveness(
+                prompt_id, probe=quiet_polls % PROBE_EVERY == 0))
+            if not tracker.connected or quiet_polls % RECONCILE_EVERY == 0:
+                tracker.check()  # events may have been lost: ask the server's record
+
+    async def _ask(self, tracker: PromptTracker, kind: str) -> bool:
+        """Send the request a tracker wants and feed it the reply; False when the server did
+        not answer in time (the liveness rule then decides, on the whole quiet time)."""
+        try:
+            reply, status = await self._get(tracker.path(kind)), 200
+        except _HTTPError as exc:
+            if kind != JOB or exc.status != 404:  # a jobs-API 404 is an answer: no such job
+                raise
+            reply, status = exc.json(), exc.status
+        except ComfyServerUnresponsive:
+            return False
+        except ComfyServerError:
+            if self.server is not None and not self.server.alive():
+                raise ComfyServerDied("the ComfyUI server died while running a prompt",
+                                      self.server.log_tail()) from None
+            raise
+        tracker.receive_reply(kind, status, reply)
+        return True
 
     @staticmethod
     async def _within(deadline: float | None, awaitable):
@@ -468,30 +528,37 @@ class ComfyConnector:
                    on_event: Callable[[Event], None] | None = None, history: bool = True) -> dict | None:
         """Wait for a queued prompt; return its history entry (``history=False``: None, and
         no request for it) or raise what went wrong."""
-        async for event in self.events(prompt_id, timeout):
-            if on_event is not None:
-                on_event(event)
-            error = outcome_error(event) if event.is_final else None
-            if error is not None:
-                raise error
-        if history:
-            return await self._history_entry(prompt_id)
-        await self._forget(prompt_id)
-        return None
+        tracker = self._tracker(prompt_id)
+        try:
+            async for event in self._follow(tracker, timeout):
+                if on_event is not None:
+                    on_event(event)
+            if tracker.error is not None:  # the prompt's own failure: the server is fine
+                await self._forget(prompt_id)
+                raise tracker.error
+            if not history:
+                await self._forget(prompt_id)
+                return None
+            return await self._history_entry(tracker)
+        finally:
+            self._unregister(prompt_id)
 
-    async def _history_entry(self, prompt_id: str) -> dict:
-        # execution_success is sent just before the entry is written: retry, briefly.
+    async def _history_entry(self, tracker: PromptTracker) -> dict:
+        # execution_success is sent just before the entry is written: ask again, briefly.
+        tracker.want_entry = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HISTORY_DEADLINE_S
-        while True:
-            entry = history_entry(await self._get(f"/history/{prompt_id}"), prompt_id)
-            if entry:
-                if self.managed:
-                    await self._post("/history", {"delete": [prompt_id]})
-                return entry
+        while tracker.wants() == HISTORY:
             if loop.time() > deadline:
-                raise ComfyServerError(f"prompt {prompt_id} succeeded but has no history entry")
-            await asyncio.sleep(0.005)
+                raise ComfyServerError(f"prompt {tracker.prompt_id} succeeded but has no history entry")
+            tracker.receive_history(await self._get(tracker.path(HISTORY)))
+            if tracker.entry is None:
+                await asyncio.sleep(0.005)
+        if tracker.entry is None:  # (the loop ends only with it: a broken invariant)
+            raise ComfyServerError(f"prompt {tracker.prompt_id} ended but has no history entry")
+        if self.managed:
+            await self._post("/history", {"delete": [tracker.prompt_id]})
+        return tracker.entry
 
     async def _forget(self, prompt_id: str) -> None:
         """A managed server keeps up to 10,000 full prompts in its history: delete the ones
@@ -503,10 +570,9 @@ class ComfyConnector:
             batch, self._read = self._read, []
             await self._post("/history", {"delete": batch})
 
-    async def _check_liveness(self, prompt_id: str, probe: bool, reconcile: bool) -> Event | None:
+    async def _check_liveness(self, prompt_id: str, probe: bool) -> None:
         """Raise if the server died or stopped answering; with ``probe``, ask a silent server
-        whether it still answers; with ``reconcile`` (or after a disconnect), recover events
-        lost while the websocket was down from /history, and notice a prompt that vanished."""
+        whether it still answers."""
         if self.server is not None and not self.server.alive():
             raise ComfyServerDied("the ComfyUI server died while running a prompt", self.server.log_tail())
         loop = asyncio.get_running_loop()
@@ -517,27 +583,8 @@ class ComfyConnector:
                 f"HTTP reply) while prompt {prompt_id} waited: is the server stopped or hung? "
                 "(unresponsive_timeout sets the bound)",
                 self.server.log_tail() if self.server else "")
-        if not reconcile and self._connected.is_set():
-            if probe and loop.time() - self._last_heard > LIVENESS_POLL_S * PROBE_EVERY:
-                await self._probe()
-            return None
-        try:
-            entry = history_entry(await self._get(f"/history/{prompt_id}"), prompt_id)
-            final = history_outcome(entry)
-            if final is not None:
-                return final
-            queue = queue_state(await self._get("/queue"))
-        except ComfyServerUnresponsive:
-            return None  # the next poll decides, on the whole quiet time
-        except ComfyServerError:
-            if self.server is not None and not self.server.alive():
-                raise ComfyServerDied("the ComfyUI server died while running a prompt",
-                                      self.server.log_tail()) from None
-            raise
-        if prompt_id not in queue and not entry:
-            raise ComfyServerError(f"prompt {prompt_id} is neither queued nor in the history: "
-                                   "the server lost it (was it restarted or its queue cleared?)")
-        return None
+        if probe and loop.time() - self._last_heard > LIVENESS_POLL_S * PROBE_EVERY:
+            await self._probe()
 
     async def _probe(self) -> None:
         """One small request that a live server answers at once, even mid-render."""
@@ -555,22 +602,42 @@ class ComfyConnector:
         if prompt_id is None:
             await self._post("/interrupt", {})
             return
+        tracker = self._trackers.get(prompt_id)
+        if self.jobs_api and self._jobs_cancel and await self._cancel_job(prompt_id):
+            if tracker is not None:  # dequeued or interrupted: it ends as interrupted
+                tracker.cancel_requested()
+                self._wakes[prompt_id].set()
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
         while loop.time() < deadline:
             queue = queue_state(await self._get("/queue"))
             if prompt_id in queue.pending:
                 await self._remove_from_queue(prompt_id)
-                waiter = self._waiters.get(prompt_id)
-                if waiter is not None:  # it will never run: no event would come
-                    waiter.put_nowait(Event("execution_interrupted", {"prompt_id": prompt_id}))
+                if tracker is not None:  # it will never run: no event would come
+                    tracker.cancel_requested(removed=True)
+                    self._wakes[prompt_id].set()
                 return
             if prompt_id not in queue.running:
                 return  # finished (or never existed): nothing to stop
+            if tracker is not None:
+                tracker.cancel_requested()
             # A targeted interrupt can land while the flag is being reset: re-check, retry.
             await self._post("/interrupt", {"prompt_id": prompt_id})
             await asyncio.sleep(0.25)
         raise ComfyServerError(f"prompt {prompt_id} still runs {deadline_s:g} s after interrupt")
+
+    async def _cancel_job(self, prompt_id: str) -> bool:
+        """``POST /api/jobs/{id}/cancel`` (ComfyUI >= 0.26: dequeues or interrupts, atomically);
+        False where the server has no such route (remembered) or the job had already ended."""
+        try:
+            reply = await self._post(f"/api/jobs/{prompt_id}/cancel", {})
+        except _HTTPError as exc:
+            if exc.status not in (404, 405):
+                raise
+            self._jobs_cancel = False
+            return False
+        return isinstance(reply, dict) and reply.get("cancelled") is True
 
     async def _remove_from_queue(self, prompt_id: str) -> None:
         await self._post("/queue", {"delete": [prompt_id]})
@@ -645,6 +712,10 @@ class ComfyConnector:
                                       ping_timeout=60, compression=None,
                                       additional_headers=self._auth_headers()) as ws:
                     self._connected.set()
+                    for prompt_id, tracker in self._trackers.items():
+                        if not tracker.connected:  # what came meanwhile is only in the record
+                            tracker.connection_made()
+                            self._wakes[prompt_id].set()
                     gave_up_at, delay = None, 0.1
                     async for message in ws:
                         self._last_heard = loop.time()
@@ -655,12 +726,12 @@ class ComfyConnector:
             if self._closed:
                 return
             self._connected.clear()
-            for waiter in list(self._waiters.values()):
-                waiter.put_nowait(DISCONNECTED)
+            for prompt_id, tracker in list(self._trackers.items()):
+                if tracker.connected:
+                    tracker.connection_lost()
+                    self._wakes[prompt_id].set()
             gave_up_at = gave_up_at or loop.time() + WS_RECONNECT_DEADLINE_S
-            if loop.time() > gave_up_at:
-                for waiter in list(self._waiters.values()):
-                    waiter.put_nowait(CLOSED)
+            if loop.time() > gave_up_at:  # prompts are still followed, by polling the server
                 log.error("discomfort: no websocket to %s for %g s; giving up", self.url,
                           WS_RECONNECT_DEADLINE_S)
                 return
@@ -668,12 +739,11 @@ class ComfyConnector:
             delay = min(delay * 2, 2.0)
 
     def _route(self, message: dict | None) -> None:
-        event = event_from_message(message)
-        waiter = self._waiters.get(event.prompt_id) if event else None
-        if waiter is not None:
-            classes = self._class_types.get(event.prompt_id) or {}
-            waiter.put_nowait(Event(event.type, event.data, event.node,
-                                    event.class_type or classes.get(event.node)))
+        prompt_id = message_prompt_id(message)
+        tracker = self._trackers.get(prompt_id) if prompt_id is not None else None
+        if prompt_id is not None and tracker is not None:
+            tracker.receive_message(message)
+            self._wakes[prompt_id].set()
 
 
 class _HTTPError(ComfyServerError):

@@ -1,5 +1,6 @@
 """What a hostile user tried: every failure is typed and quick, the context is left as it was,
-the next run works; a frozen server is told from a long render; nobody else gets in."""
+the next run works; a frozen server is told from a long render; a websocket cut mid-prompt
+loses no outcome, and a prompt someone else deletes is named as lost; nobody else gets in."""
 
 from __future__ import annotations
 
@@ -23,10 +24,16 @@ from conftest import api, ported_sleeper
 from discomfort import Discomfort, WorkflowContext
 from discomfort.auth import TOKEN_COOKIE, TOKEN_HEADER, TOKEN_QUERY, editor_url, request_allowed
 from discomfort.errors import (
-    ComfyServerError, ComfyServerUnresponsive, PortTypeError, RunTimeout, UnknownInputError,
+    ComfyServerError,
+    ComfyServerUnresponsive,
+    ExecutionError,
+    PortTypeError,
+    PromptLost,
+    RunTimeout,
+    UnknownInputError,
     WorkflowError,
 )
-
+from discomfort.protocol import history_outcome
 
 IMAGE = torch.rand(1, 4, 4, 3)
 
@@ -156,13 +163,113 @@ async def test_a_server_stopped_mid_prompt_is_unresponsive_but_a_long_silent_nod
     assert time.monotonic() - started >= 60 and torch.equal(result["slept"], IMAGE)
 
 
+# --- a connection that drops, a prompt someone else deletes ---------------------------------
+
+class CuttableProxy:
+    """A TCP proxy in front of a server whose websockets this test can cut (and refuse while
+    cut), as a flaky network or a restarting reverse proxy would; HTTP keeps flowing."""
+
+    def __init__(self, url: str):
+        target = urllib.parse.urlsplit(url)
+        self.target = (target.hostname, target.port)
+        self.cut_off = False
+        self.sockets: list[asyncio.StreamWriter] = []
+        self.server = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for writer in self.sockets:
+            writer.close()
+
+    async def stop(self) -> None:
+        self.cut()
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer) -> None:
+        head = await reader.read(65536)
+        websocket = head.startswith(b"GET /ws")
+        if websocket and self.cut_off:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        up_writer.write(head)
+        if websocket:
+            self.sockets += [writer, up_writer]
+
+        async def pipe(source, sink):
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def sleep_then(*last: tuple) -> dict:
+    """A 1.5 s prompt never run before (a fresh colour: nothing of it is cached)."""
+    color = int.from_bytes(os.urandom(3), "big")
+    return api(("EmptyImage", {"width": 4, "height": 4, "batch_size": 1, "color": color}),
+               ("DiscomfortTestSleep", {"image": ["1", 0], "steps": 30, "step_seconds": 0.05}),
+               *last)
+
+
+@pytest.mark.server
+async def test_a_websocket_cut_mid_prompt_loses_no_outcome(app):
+    proxy = CuttableProxy(app.Worker.url)
+    url = await proxy.start()
+    try:
+        async with await Discomfort.create(url=url, token=app.Worker.server.token) as attached:
+            worker = attached.Worker
+            fine = await worker.queue(sleep_then(("PreviewImage", {"images": ["2", 0]})))
+            failing = await worker.queue(sleep_then(("DiscomfortTestFail", {
+                "image": ["2", 0], "fail": True, "message": "after the cut"}),
+                ("PreviewImage", {"images": ["3", 0]})))
+            await asyncio.sleep(0.5)
+            proxy.cut()  # the final events are never sent to us: only the history has them
+            started, events = time.monotonic(), []
+            entry = await worker.wait(fine, timeout=60, on_event=events.append)
+            assert history_outcome(entry).type == "execution_success"
+            assert [e.type for e in events if e.is_final] == ["execution_success"]
+            with pytest.raises(ExecutionError, match="after the cut") as caught:
+                await worker.wait(failing, timeout=60)
+            assert caught.value.node_type == "DiscomfortTestFail"
+            assert time.monotonic() - started < 15  # ~3 s of sleeping, then a poll or two
+    finally:
+        await proxy.stop()
+
+
+@pytest.mark.server
+async def test_a_prompt_someone_else_deletes_from_the_queue_is_named_as_lost(app):
+    worker = app.Worker
+    blocker = await worker.queue(sleep_then(("PreviewImage", {"images": ["2", 0]})))
+    waiting = await worker.queue(api(("EmptyImage", {"width": 4, "height": 4, "batch_size": 1,
+                                                     "color": 6}),
+                                     ("PreviewImage", {"images": ["1", 0]})))
+    worker.server.request("/queue", {"delete": [waiting]})  # another client's doing
+    started = time.monotonic()
+    with pytest.raises(PromptLost, match=f"prompt {waiting} is neither queued nor in the history"):
+        await worker.wait(waiting, timeout=60)
+    assert time.monotonic() - started < 10  # noticed at the next look at the record, not never
+    await worker.wait(blocker, timeout=60)
+
+
 # --- attaching to things that are not a ComfyUI ---------------------------------------------
 
 async def test_a_socket_that_never_answers_is_a_typed_error_naming_the_url():
     with socket.create_server(("127.0.0.1", 0)) as mute:  # accepts (backlog), never replies
         url = f"http://127.0.0.1:{mute.getsockname()[1]}"
         started = time.monotonic()
-        with pytest.raises(ComfyServerUnresponsive, match=f"{url} did not answer GET /system_stats within 3 s"):
+        with pytest.raises(ComfyServerUnresponsive,
+                           match=f"{url} did not answer GET /system_stats within 3 s"):
             await Discomfort.create(url=url, unresponsive_timeout=3)
         assert time.monotonic() - started < 6
 
@@ -257,7 +364,7 @@ async def test_another_user_gets_401_everywhere_and_cannot_touch_a_run(app):
         requests = [(m, p, json.dumps(forged).encode() if p == "/prompt" and m == "POST" else b"")
                     for m, p in ROUTES]
         statuses = await asyncio.to_thread(_as_nobody, url.hostname, url.port, requests)
-        assert statuses == [401] * len(ROUTES), dict(zip(ROUTES, statuses))
+        assert statuses == [401] * len(ROUTES), dict(zip(ROUTES, statuses, strict=False))
         await asyncio.sleep(0.5)
         assert torch.equal(context.load("secret"), IMAGE) and context.get_stamp("secret") == stamp
 
