@@ -24,16 +24,17 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from . import __version__
+from . import __version__, protocol
 from .auth import TOKEN_ENV, TOKEN_FILE_ENV, TOKEN_HEADER, editor_url, new_token
-from . import protocol
-from .errors import ComfyServerDied, ComfyServerError, ComfyStartError, RunTimeout
+from .errors import ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ComfyStartError, RunTimeout
 from .locate import default_python, find_comfyui, node_package_root
 from .store import default_root
 from .store.procs import me
 
 PORT_ATTEMPTS = 3
 POLL_S = 0.1
+REQUEST_TIMEOUT_S = 10.0   # run_prompt: a server that answers no request this long is unresponsive
+INTERRUPT_GRACE_S = 1.5    # how long a timed-out run_prompt may spend stopping its prompt
 
 
 # Model folders every managed server gets under its state dir, so files can be copied in.
@@ -95,6 +96,7 @@ class ComfyServer:
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
         self.state_dir: Path | None = None
+        self.jobs_api: bool | None = None  # has /api/jobs (ComfyUI >= 0.6): asked once per start
 
     # --- public ---------------------------------------------------------------------------
 
@@ -131,10 +133,11 @@ class ComfyServer:
     def alive(self) -> bool:
         return self.process is not None and not _exited(self.process.pid)
 
-    def start(self) -> "ComfyServer":
+    def start(self) -> ComfyServer:
         if self.process is not None:
             raise ComfyServerError("this server was already started")
         self.state_dir = Path(tempfile.mkdtemp(prefix="discomfort-comfyui-"))
+        self.jobs_api = None
         config = self._write_paths_config()
         try:
             for attempt in range(PORT_ATTEMPTS):
@@ -161,32 +164,95 @@ class ComfyServer:
             self.state_dir = None
 
     def run_prompt(self, prompt: dict, extra_data: dict | None = None,
-                   timeout: float | None = 600.0) -> dict:
-        """Queue an API prompt and wait for its history entry, whatever its outcome (a plain,
-        synchronous helper on the same protocol core as the async connector). Raises
-        ``PromptValidationError`` if the server refuses the prompt, ``ComfyServerDied`` if it
-        dies, ``RunTimeout`` if the prompt does not finish within ``timeout`` seconds."""
+                   timeout: float | None = 600.0, *, check: bool = False) -> dict:
+        """Queue an API prompt and wait for its history entry, whatever its outcome: a plain,
+        synchronous driver of the same protocol core as the async connector (it polls where
+        the connector listens). Raises what the connector raises: ``PromptValidationError`` if
+        the server refuses the prompt, ``ComfyServerDied`` if it dies,
+        ``ComfyServerUnresponsive`` if it stops answering, ``PromptLost`` if it loses the
+        prompt, ``RunTimeout`` (the prompt interrupted) after ``timeout`` seconds; with
+        ``check``, also ``ExecutionError`` and ``ExecutionInterrupted``."""
         prompt_id = str(uuid.uuid4())  # ours (canonical: newer servers refuse others)
         body = {"prompt": prompt, "extra_data": extra_data or {}, "prompt_id": prompt_id}
-        try:
-            reply, status = self.request("/prompt", body), 200
-        except urllib.error.HTTPError as exc:
-            reply, status = _json_or_text(exc.read()), exc.code
+        status, reply = self._call("/prompt", body)
         refused = protocol.prompt_reply(status, reply)
         if refused is not None:
             raise refused
         if status != 200:
-            raise ComfyServerError(f"POST /prompt answered {status}: {str(reply)[:500]}")
+            raise self._server_error(f"POST /prompt answered {status}: {str(reply)[:500]}")
+        if self.jobs_api is None:
+            self.jobs_api = protocol.jobs_api_available(*self._call(protocol.JOBS_PROBE_PATH))
+        tracker = protocol.PromptTracker(
+            prompt_id, {str(k): str(v.get("class_type")) for k, v in prompt.items()},
+            jobs_api=self.jobs_api, websocket=False, want_entry=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            entry = protocol.history_entry(self.request(f"/history/{prompt_id}"), prompt_id)
-            if protocol.history_outcome(entry) is not None:
-                return entry
+            if tracker.wants() is None:
+                tracker.check()
+            kind = tracker.wants()
+            if kind is None:
+                break
+            status, reply = self._call(tracker.path(kind))
+            if status != 200 and not (kind == protocol.JOB and status == 404):
+                raise self._server_error(f"GET {tracker.path(kind)} answered {status}: "
+                                         f"{str(reply)[:300]}")
+            tracker.receive_reply(kind, status, reply)
+            if tracker.done and tracker.wants() is None:
+                break
             if not self.alive():
                 raise ComfyServerDied("ComfyUI died while running a prompt", self.log_tail())
             if deadline is not None and time.monotonic() > deadline:
-                raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s")
-            time.sleep(POLL_S / 2)
+                self._abandon(tracker)
+                raise RunTimeout(f"prompt {prompt_id} did not finish within {timeout:g} s; "
+                                 "it was interrupted")
+            if tracker.wants() is None:
+                time.sleep(POLL_S / 2)
+        if tracker.error is not None and (tracker.outcome is None or check):
+            raise tracker.error
+        if tracker.entry is None:  # (the loop ends only with it: a broken invariant)
+            raise ComfyServerError(f"prompt {prompt_id} ended but has no history entry")
+        return tracker.entry
+
+    def _abandon(self, tracker: protocol.PromptTracker) -> None:
+        """Stop a timed-out prompt, best effort and brief (as the connector does)."""
+        try:
+            if tracker.where == "pending":
+                self._call("/queue", {"delete": [tracker.prompt_id]}, INTERRUPT_GRACE_S)
+            else:
+                self._call("/interrupt", {"prompt_id": tracker.prompt_id}, INTERRUPT_GRACE_S)
+        except ComfyServerError:
+            pass
+
+    def _call(self, path: str, body: dict | None = None,
+              timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, object]:
+        """One request: ``(status, decoded body)``, HTTP errors included; a server that does
+        not answer, or died, raises the connector's types."""
+        try:
+            return 200, self.request(path, body, timeout)
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json_or_text(exc.read())
+        except TimeoutError as exc:
+            if self.alive():
+                raise ComfyServerUnresponsive(
+                    f"{self.url} did not answer {path} within {timeout:g} s: is the server "
+                    "stopped or hung?", self.log_tail()) from exc
+            raise self._server_error(f"{path} got no answer") from exc
+        except (OSError, ValueError) as exc:  # refused, reset, or not JSON
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, (TimeoutError, socket.timeout)) and self.alive():
+                raise ComfyServerUnresponsive(
+                    f"{self.url} did not answer {path} within {timeout:g} s: is the server "
+                    "stopped or hung?", self.log_tail()) from exc
+            for _ in range(20):  # its sockets close a moment before its exit is seen
+                if not self.alive():
+                    break
+                time.sleep(0.05)
+            raise self._server_error(f"{path} failed: {reason}") from exc
+
+    def _server_error(self, message: str) -> ComfyServerError:
+        if self.process is not None and not self.alive():
+            return ComfyServerDied("the ComfyUI server died: " + message, self.log_tail())
+        return ComfyServerError(message, self.log_tail())
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -195,7 +261,7 @@ class ComfyServer:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> "ComfyServer":
+    def __enter__(self) -> ComfyServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
