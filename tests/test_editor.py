@@ -325,7 +325,7 @@ CONVERSION = TESTS / "fixtures" / "conversion" / "cases"
 # expectations of these must still be what the installed editor gives.
 EDITOR_CASES = ["promoted_widgets", "bypassed_subgraph", "colliding_inner_ids", "dom_widgets",
                 "two_group_nodes", "widgets_values_named", "group_node_modes",
-                "colliding_inner_ids_v1"]
+                "colliding_inner_ids_v1", "promoted_unknown_widget"]
 
 
 @pytest.mark.parametrize("name", EDITOR_CASES)

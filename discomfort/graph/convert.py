@@ -293,10 +293,11 @@ class _Builder:
                                            and self.editor == "1.32" else None,
                                            spec=widget.spec))
                 slot.widget = sg_input.get("name")
-            elif claimed and self.editor == "1.32" and slot.name not in saved:
-                # The inner input was saved as a widget this server's node lacks (a newer
-                # node): the editor 1.32 still gives it its place among the instance's values
-                # unless the instance saved that input itself.
+            elif claimed and self.editor == "1.32":
+                # The inner input is a widget this server's node lacks (a newer node), but the
+                # link's slot number lands on a widget of the node as this server defines it:
+                # the editor 1.32 then gives the input a place among the instance's values
+                # (whose value goes nowhere); 1.58 does not.
                 node.widgets.append(Widget(sg_input.get("name"), None, sent=False))
         values = node.data.get("widgets_values")
         if isinstance(values, list):
@@ -304,10 +305,10 @@ class _Builder:
                 widget.value = value
             self.apply_proxy_widget_values(node, values)
 
-    @staticmethod
-    def promoted_widget(graph: Graph, sg_input: dict) -> tuple[Widget | None, bool]:
-        """The first inner widget this subgraph input feeds, which the instance shows; and
-        whether an inner input it feeds claims a widget at all (even one the node lacks)."""
+    def promoted_widget(self, graph: Graph, sg_input: dict) -> tuple[Widget | None, bool]:
+        """The first inner widget this subgraph input feeds, which the instance shows; and,
+        when there is none, whether a link's slot number names a widget input of the node as
+        this server defines it (what the editor 1.32 looks at)."""
         claimed = False
         for link_id in sg_input.get("linkIds") or []:
             link = graph.links.get(link_id)
@@ -319,7 +320,10 @@ class _Builder:
             widget = target.widget(slot.widget) if slot.widget else None
             if widget is not None:
                 return widget, True
-            claimed = claimed or bool(slot.widget)
+            index = link.target_slot
+            if target.kind == "comfy" and isinstance(index, int) and \
+                    0 <= index < len(self.defs.get(target.type).slots):
+                claimed = claimed or self.defs.get(target.type).slots[index].widget is not None
         return None, claimed
 
     @staticmethod
