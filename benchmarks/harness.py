@@ -8,7 +8,7 @@ alike; the benchmarks report medians and ratios measured in the same run.
 from __future__ import annotations
 
 import gc
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def turns(names: list[str], repetitions: int) -> Iterator[str]:

@@ -10,21 +10,17 @@ import asyncio
 import math
 import os
 import random
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .binding import bind_prompt
 from .connector import ComfyConnector
-from .errors import MissingInputsError, MissingOutputError, RunTimeout, WorkflowError
+from .errors import InvalidArgumentError, MissingOutputError, RunTimeout, WorkflowError, WrongTypeError
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .graph.discover import check_acyclic
-from .graph.pass_by import load_rules, pass_by_for
-from .graph.ports import (
-    Port, StoredTensor, check_value_type, consumers, find_ports, inline_value, is_scalar_for,
-)
-from .graph.refs import (
-    ancestors, capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe, recipe_inputs,
-    recipe_source,
-)
+from .graph.pass_by import load_rules
+from .graph.ports import Port
+from .graph.prepare import PreparedPrompt, prepare_prompt
+from .graph.refs import ancestors
 from .graph.seeds import advance_controlled_widgets
 from .inputs import check_inputs
 from .protocol import Event
@@ -33,7 +29,6 @@ from .store import WorkflowContext
 from .tools import WorkflowTools
 
 Workflow = str | os.PathLike | dict
-SMALL_VALUE = 64 * 1024  # stored values up to this size are loaded to check and inline them
 
 
 class Discomfort:
@@ -50,7 +45,7 @@ class Discomfort:
 
     @classmethod
     async def create(cls, config_path: str | os.PathLike | None = None, *,
-                     pass_by_rules: str | os.PathLike | None = None, **server) -> "Discomfort":
+                     pass_by_rules: str | os.PathLike | None = None, **server) -> Discomfort:
         """Start a headless ComfyUI (or attach to ``url``) as the config says.
 
         ``pass_by_rules``: a JSON file mapping port types to "val" or "ref", over the defaults
@@ -61,7 +56,7 @@ class Discomfort:
     async def shutdown(self) -> None:
         await self.Worker.kill_api()
 
-    async def __aenter__(self) -> "Discomfort":
+    async def __aenter__(self) -> Discomfort:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -90,11 +85,11 @@ class Discomfort:
         object_info = await self.Worker.object_info()
         rng = random.Random(seed)
         report = self.last_run = RunReport(seed=seed)
-        choices = [[] for _ in loaded]
-        prompts = [self._to_prompt(w, object_info, rng, c) for w, c in zip(loaded, choices)]
-        values = check_inputs(inputs or {}, list(zip(labels, prompts)), object_info)
+        choices: list[list[dict]] = [[] for _ in loaded]  # each prompt's dynamic prompt choices
+        prompts = [self._to_prompt(w, object_info, rng, c) for w, c in zip(loaded, choices, strict=True)]
+        values = check_inputs(inputs or {}, list(zip(labels, prompts, strict=True)), object_info)
         own_context = context is None
-        ctx = WorkflowContext() if own_context else context
+        ctx = WorkflowContext() if context is None else context
         try:
             # Large values are copied and hashed in a thread: the websocket reader keeps going.
             for key, value in values.items():
@@ -150,26 +145,14 @@ class Discomfort:
                           on_event: Callable[[Event], None] | None, report: RunReport) -> dict[str, Port]:
         """One prompt: check and bind its ports, run it (within the run's ``deadline``, a loop
         time), prove every output arrived."""
-        prompt = expand_refs(prompt, lambda uid: self._stored_ref(ctx, uid, object_info))
-        in_ports, out_ports = find_ports(prompt, object_info)
-        # An input port that feeds nothing never runs (say, one a stitch joined): no value needed.
-        in_ports = [p for p in in_ports if consumers(prompt, p.node_id)]
-        stored = set(ctx.list_keys())
-        missing = [p.unique_id for p in in_ports if p.unique_id not in stored and not p.has_default]
-        if missing:
-            raise MissingInputsError(missing)
-        for port in in_ports:
-            if port.unique_id in stored:
-                prompt = self._prepare_input(prompt, port, ctx, object_info)
-        recipes = self._capture(prompt, in_ports, out_ports, ctx)
-        list_outputs = {p.unique_id for p in out_ports if p.is_list}
-        bound, extra, stamp = await asyncio.to_thread(  # fingerprints may hash large values
-            bind_prompt, prompt, ctx, use_ram=use_ram, list_outputs=list_outputs,
-            ref_outputs=set(recipes))
+        # Fingerprints may hash large values, frozen copies copy them: in a thread, so the
+        # websocket reader keeps going.
+        ready = await asyncio.to_thread(self._prepare, prompt, ctx, object_info, use_ram)
+        bound, out_ports, stamp = ready.prompt, ready.outputs, ready.stamp
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
-                prompt_id = await self.Worker.queue(bound, extra)
+                prompt_id = await self.Worker.queue(bound, ready.extra_data)
         except TimeoutError:
             if not scope.expired():  # the server's own silence: ComfyServerUnresponsive
                 raise
@@ -192,66 +175,18 @@ class Discomfort:
         if late:
             raise MissingOutputError(f"output port(s) {', '.join(map(repr, late))} wrote nothing in "
                                      f"prompt {prompt_id}: was something upstream muted or bypassed?")
-        for uid, recipe in recipes.items():  # only now: a failed run keeps the previous recipe
-            ctx.save(uid, recipe, pass_by="ref", source=recipe_source(recipe))
+        sources = ready.recipe_sources()
+        for uid, recipe in ready.recipes.items():  # only now: a failed run keeps the previous one
+            ctx.save(uid, recipe, pass_by="ref", source=sources[uid])
         return {p.unique_id: p for p in out_ports}
 
-    def _capture(self, prompt: dict, in_ports: list[Port], out_ports: list[Port],
-                 ctx: WorkflowContext) -> dict[str, dict]:
-        """Recipes of the output ports whose type goes by reference. Stored values they were
-        made from are frozen: copied under a content-addressed key the recipe reads."""
-        refs = [p for p in out_ports if pass_by_for(p.type, self.pass_by_rules) == "ref"]
-        if not refs:
-            return {}
-        stored = set(ctx.list_keys())
-        fingerprints = {p.unique_id: ctx.fingerprint(p.unique_id) for p in in_ports
-                        if p.unique_id in stored}
-        frozen = freeze_inputs(prompt, fingerprints)
-        recipes = {p.unique_id: capture_recipe(frozen, p.node_id) for p in refs}
-        used = set().union(*map(recipe_inputs, recipes.values()))
-        for uid, fingerprint in fingerprints.items():
-            key = frozen_key(fingerprint)
-            if key in used and key not in stored:
-                ctx.save(key, ctx.load(uid))
-        return recipes
-
-    @staticmethod
-    def _stored_ref(ctx: WorkflowContext, unique_id: str, object_info: dict) -> dict | None:
-        """The recipe (or API-format workflow) stored under a ref key; None for other keys."""
-        info = ctx.get_storage_info(unique_id)
-        if info is None or info["pass_by"] != "ref":
-            return None
-        stored = ctx.load(unique_id)
-        if is_recipe(stored) or is_api_format(stored):
-            return stored
-        return ui_to_api(load_workflow(stored), object_info)
-
-    @staticmethod
-    def _prepare_input(prompt: dict, port: Port, ctx: WorkflowContext, object_info: dict) -> dict:
-        """Type-check a stored value against its port; inline it when it is a widget scalar."""
-        info = ctx.get_storage_info(port.unique_id)
-        if info["pass_by"] == "ref":
-            return prompt
-        if "shape" in info:
-            check_value_type(port, StoredTensor(tuple(info["shape"]), info["dtype"], info["kind"]))
-            return _without_default(prompt, port)
-        if info["size"] > SMALL_VALUE:
-            return _without_default(prompt, port)
-        value = ctx.load(port.unique_id)
-        check_value_type(port, value)
-        if is_scalar_for(port, prompt, object_info, value):
-            return inline_value(prompt, port, value)
-        return _without_default(prompt, port)
-
-
-def _without_default(prompt: dict, port: Port) -> dict:
-    """The port reads its stored value: its ``default`` (say, a LoadImage of a file only the
-    editor's machine has) is cut off, so ComfyUI neither validates nor runs it."""
-    node = prompt[port.node_id]
-    if "default" not in node.get("inputs", {}):
-        return prompt
-    inputs = {k: v for k, v in node["inputs"].items() if k != "default"}
-    return dict(prompt, **{port.node_id: dict(node, inputs=inputs)})
+    def _prepare(self, prompt: dict, ctx: WorkflowContext, object_info: dict,
+                 use_ram: bool) -> PreparedPrompt:
+        """The graph core's pass, then the frozen copies its recipes read (before queueing)."""
+        ready = prepare_prompt(prompt, ctx, object_info, rules=self.pass_by_rules, use_ram=use_ram)
+        for key, source in ready.copies.items():
+            ctx.save(key, ctx.load(source))
+        return ready
 
 
 def _runnable(prompt: dict, object_info: dict) -> int:
@@ -275,17 +210,17 @@ def _check_run_args(workflows: Any, iterations: Any, timeout: Any) -> list:
     if isinstance(workflows, (str, os.PathLike, dict)):
         workflows = [workflows]
     if not isinstance(workflows, (list, tuple)) or not workflows:
-        raise TypeError(f"workflows must be a path, a dict or a non-empty list of them, "
+        raise WrongTypeError(f"workflows must be a path, a dict or a non-empty list of them, "
                         f"not {workflows!r:.80}")
     for index, workflow in enumerate(workflows):
         if not isinstance(workflow, (str, os.PathLike, dict)):
             raise WorkflowError(f"workflow {index} is a {type(workflow).__name__}; each workflow "
                                 "is a path or a dict (a list of workflows is flat)")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
+        raise InvalidArgumentError(f"iterations must be a whole number >= 1, got {iterations!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
-        raise ValueError(f"timeout must be a number of seconds > 0, or None for none; "
+        raise InvalidArgumentError(f"timeout must be a number of seconds > 0, or None for none; "
                          f"got {timeout!r}")
     return list(workflows)
 
@@ -308,7 +243,8 @@ class _ProgressBar:
             self.bar.update(len(event.data.get("nodes", [])))
         elif event.type == "executing" and event.node is not None:
             self.bar.update(1)
-        elif event.type == "execution_success":  # lazy inputs left unevaluated ran nothing
+        elif event.type == "execution_success" and self.bar.total is not None:
+            # lazy inputs left unevaluated ran nothing (the bar always has a total: ours)
             self.bar.update(max(self.bar.total - self.bar.n, 0))
 
     def close(self) -> None:

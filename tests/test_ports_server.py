@@ -183,8 +183,10 @@ def test_values_survive_a_sigkilled_server(start_comfy):
 def test_the_tiny_upscale_model_runs_behind_a_port(comfy):
     prompt = {
         "1": {"class_type": "DiscomfortInput", "inputs": {"unique_id": "img"}},
-        "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "tiny-compact-x2.safetensors"}},
-        "3": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]}},
+        "2": {"class_type": "UpscaleModelLoader",
+              "inputs": {"model_name": "tiny-compact-x2.safetensors"}},
+        "3": {"class_type": "ImageUpscaleWithModel",
+              "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]}},
         "4": {"class_type": "DiscomfortOutput", "inputs": {"value": ["3", 0], "unique_id": "up"}},
     }
     with WorkflowContext() as ctx:
@@ -196,7 +198,8 @@ def test_the_tiny_upscale_model_runs_behind_a_port(comfy):
 def test_the_test_pack_fails_on_demand(comfy):
     prompt = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "DiscomfortTestFail", "inputs": {"image": ["1", 0], "fail": True, "message": "on purpose"}},
+        "2": {"class_type": "DiscomfortTestFail",
+              "inputs": {"image": ["1", 0], "fail": True, "message": "on purpose"}},
         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
     }
     assert error_of(comfy, comfy.run(prompt)) == "ValueError: on purpose\n"

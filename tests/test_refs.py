@@ -55,7 +55,7 @@ async def test_alternating_workflows_keep_the_model_loaded(app, model_dir, tmp_p
     with WorkflowContext() as ctx:
         await app.run(workflow("load_model", model), context=ctx, on_event=count, progress=False)
         count.loader_ids.add(ctx.load("upscaler")["output"][0])
-        for i in range(5):
+        for _ in range(5):
             ctx.save("image", torch.rand(1, 8, 8, 3))
             plain = await app.run(workflow("upscale"), context=ctx, on_event=count, progress=False)
             inverted = await app.run(workflow("upscale_inverted"), context=ctx, on_event=count,

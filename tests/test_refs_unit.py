@@ -4,7 +4,13 @@ import pytest
 
 from discomfort.errors import WorkflowError
 from discomfort.graph.refs import (
-    capture_recipe, expand_refs, freeze_inputs, frozen_key, is_recipe, prune_to_output, splice,
+    capture_recipe,
+    expand_refs,
+    freeze_inputs,
+    frozen_key,
+    is_recipe,
+    prune_to_output,
+    splice,
 )
 
 CHECKPOINT = {
@@ -29,12 +35,15 @@ def test_refs_from_one_producer_share_one_node():
     prompt = expand_refs(USER, {"model": model, "clip": clip}.get)
     loaders = [nid for nid, n in prompt.items() if n["class_type"] == "CheckpointLoaderSimple"]
     assert len(loaders) == 1 and "1" not in prompt and "2" not in prompt
-    assert prompt["3"]["inputs"]["model"] == [loaders[0], 0] and prompt["3"]["inputs"]["clip"] == [loaders[0], 1]
+    assert prompt["3"]["inputs"]["model"] == [loaders[0], 0]
+    assert prompt["3"]["inputs"]["clip"] == [loaders[0], 1]
 
 
 def test_recipe_ids_depend_on_content_only():
-    renumbered = {str(int(k) + 10): dict(v, inputs={n: ([str(int(x[0]) + 10), x[1]] if isinstance(x, list) else x)
-                                                    for n, x in v["inputs"].items()})
+    def shift(x):
+        return [str(int(x[0]) + 10), x[1]] if isinstance(x, list) else x
+
+    renumbered = {str(int(k) + 10): dict(v, inputs={n: shift(x) for n, x in v["inputs"].items()})
                   for k, v in CHECKPOINT.items()}
     assert capture_recipe(renumbered, "12") == capture_recipe(CHECKPOINT, "2")
     other = dict(CHECKPOINT, **{"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "n"}}})

@@ -18,8 +18,14 @@ import torch
 from conftest import api, ported_sleeper
 from discomfort import Discomfort, WorkflowContext
 from discomfort.errors import (
-    ComfyServerDied, ExecutionError, ExecutionInterrupted, MissingInputsError, PortTypeError,
-    PromptValidationError, UnknownNodeTypesError, WorkflowError,
+    ComfyServerDied,
+    ExecutionError,
+    ExecutionInterrupted,
+    MissingInputsError,
+    PortTypeError,
+    PromptValidationError,
+    UnknownNodeTypesError,
+    WorkflowError,
 )
 
 pytestmark = pytest.mark.server
@@ -257,7 +263,8 @@ asyncio.run(main())
                 if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
                     break
                 time.sleep(0.2)
-            alive = psutil.pid_exists(server_pid) and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE
+            alive = (psutil.pid_exists(server_pid)
+                     and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE)
             assert not alive, f"server {server_pid} outlived its owner ({mode})"
         finally:
             owner.kill()

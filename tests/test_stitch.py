@@ -12,8 +12,8 @@ from discomfort.errors import ConfigError, PortTypeError, WorkflowError
 from discomfort.graph import is_api_format, ui_to_api
 from discomfort.graph.discover import discover_port_nodes
 from discomfort.graph.pass_by import DEFAULT_RULES, load_rules, pass_by_for
-from discomfort.graph.workflow import is_link
 from discomfort.graph.stitch import stitch_workflows
+from discomfort.graph.workflow import is_link
 
 # These tests stitch API prompts without object_info on purpose (the warning has its own test).
 pytestmark = pytest.mark.filterwarnings("ignore::discomfort.errors.DiscomfortWarning")
@@ -391,7 +391,7 @@ def test_stitch_ui_three_parts_converts_to_the_whole():
         ["EmptyImage", "ImageInvert", "ImageBlur", "DiscomfortOutput"]
     # the rewired link now says what it carries
     invert = next(n for n in stitched["nodes"] if n["type"] == "ImageInvert")
-    link = next(l for l in stitched["links"] if l[0] == invert["inputs"][0]["link"])
+    link = next(x for x in stitched["links"] if x[0] == invert["inputs"][0]["link"])
     assert link[5] == "IMAGE" and by_id[link[1]] == "EmptyImage"
 
 
@@ -445,7 +445,7 @@ def test_stitch_ui_keeps_extra_and_reroutes():
     assert [r["id"] for r in extra["reroutes"]] == [1, 2]
     second = extra["reroutes"][1]
     invert = next(n for n in stitched["nodes"] if n["type"] == "ImageInvert")
-    link = next(l for l in stitched["links"] if l[0] == second["linkIds"][0])
+    link = next(x for x in stitched["links"] if x[0] == second["linkIds"][0])
     assert link[1] == invert["id"] and len(second["linkIds"]) == 1  # follows its link's new id
     assert {"id": second["linkIds"][0], "parentId": 2} in extra["linkExtensions"]
     assert second["pos"][0] > 150
@@ -504,7 +504,7 @@ def test_stitch_ui_pass_through_port_and_groups_without_ids():
 def test_stitch_ui_version_1_links():
     part = load("part_b_ui.json")
     part["links"] = [dict(zip(["id", "origin_id", "origin_slot", "target_id", "target_slot",
-                               "type"], link)) for link in part["links"]]
+                               "type"], link, strict=True)) for link in part["links"]]
     part["state"] = {"lastNodeId": 3, "lastLinkId": 2, "lastGroupId": 1, "lastRerouteId": 0}
     del part["last_node_id"], part["last_link_id"]
     stitched = stitch_workflows([load("part_a_ui.json"), part], True, True)["stitched_workflow"]

@@ -4,8 +4,19 @@ import pytest
 
 from discomfort.errors import WorkflowError
 from discomfort.graph.workflow import (
-    ANY, Link, UIGraph, check_single_writers, consumers, input_spec, is_active, is_link,
-    output_spec, parse_link, rewire, topological_order, types_compatible,
+    ANY,
+    Link,
+    UIGraph,
+    check_single_writers,
+    consumers,
+    input_spec,
+    is_active,
+    is_link,
+    output_spec,
+    parse_link,
+    rewire,
+    topological_order,
+    types_compatible,
 )
 
 OBJECT_INFO = {

@@ -20,7 +20,13 @@ from .load import is_api_format, is_ui_format, load_workflow
 from .pass_by import pass_by_for
 from .ports import find_ports
 from .workflow import (
-    UIGraph, check_single_writers, id_key, is_active, is_link, merge_types, topological_order,
+    UIGraph,
+    check_single_writers,
+    id_key,
+    is_active,
+    is_link,
+    merge_types,
+    topological_order,
 )
 
 
@@ -48,7 +54,8 @@ def ui_ports(graph: UIGraph) -> list[tuple[str, dict, str]]:
     """``(role, node, unique_id)`` of every active root-level port node, in node order."""
     ports = []
     for node in graph.nodes.values():
-        role = {INPUT_CLASS: "input", OUTPUT_CLASS: "output"}.get(node.get("type"))
+        type_ = node.get("type")
+        role = "input" if type_ == INPUT_CLASS else "output" if type_ == OUTPUT_CLASS else None
         if role and is_active(node):
             ports.append((role, node, ui_unique_id(node)))
     return ports

@@ -13,6 +13,7 @@ from typing import Any
 from ..binding import INPUT_CLASS, OUTPUT_CLASS
 from ..errors import PortTypeError, WorkflowError
 from .workflow import ANY, check_single_writers, consumers, input_type, is_link, output_spec, rewire
+
 # Input types ComfyUI draws as widgets: a JSON scalar can stand in their place as a literal.
 SCALAR_TYPES = {"INT": (int,), "FLOAT": (int, float), "STRING": (str,), "BOOLEAN": (bool,),
                 "COMBO": (str, int, float)}
@@ -76,27 +77,17 @@ def inline_value(prompt: dict, port: Port, value: Any) -> dict:
 
 
 def check_value_type(port: Port, value: Any) -> None:
-    """Refuse, before queueing, a stored value its port's consumers cannot take."""
+    """Refuse, before queueing, a stored value its port's consumers cannot take. ``value`` is
+    the value, or the store's entry of a tensor or array (its shape, dtype and kind)."""
     problem = _type_problem(port.type, value)
     if problem:
         raise PortTypeError(f"input port {port.unique_id!r} feeds {port.type} but its value is "
                             f"{problem}")
 
 
-@dataclass(frozen=True)
-class StoredTensor:
-    """A stored tensor or array as the store describes it: enough for a type check without
-    loading it. ``kind`` is the store's codec kind, ``"torch"`` or ``"numpy"``."""
-
-    shape: tuple
-    dtype: str
-    kind: str = "torch"
-
-
 def _is_numpy(value: Any) -> bool:
-    if isinstance(value, StoredTensor):
-        return value.kind == "numpy"
-    return type(value).__module__ == "numpy"
+    kind = getattr(value, "kind", None)  # a store entry describing an array: its codec kind
+    return kind == "numpy" if isinstance(kind, str) else type(value).__module__ == "numpy"
 
 
 def _type_problem(kind: str, value: Any) -> str | None:

@@ -60,10 +60,10 @@ def _advance_node(node: dict, graph: dict, defs: NodeDefs, object_info: dict,
     values = node.get("widgets_values")
     if not isinstance(values, list):
         return []
-    type_ = RENAMED_TYPES.get(node.get("type"), node.get("type"))
+    type_ = _server_type(node)
     if type_ == "PrimitiveNode":
         return _advance_primitive(node, graph, defs, object_info, rng)
-    if type_ not in defs:  # subgraph instances, Reroutes, notes, unknown classes
+    if type_ is None or type_ not in defs:  # subgraph instances, Reroutes, notes, unknown classes
         return []
     node_def = defs.get(type_)
     values = migrate_widgets_values(node_def, values)
@@ -129,9 +129,9 @@ def _advance_primitive(node: dict, graph: dict, defs: NodeDefs, object_info: dic
 
 
 def _set_widget(node: dict, name: str, value: Any, defs: NodeDefs) -> None:
-    type_ = RENAMED_TYPES.get(node.get("type"), node.get("type"))
+    type_ = _server_type(node)
     values = node.get("widgets_values")
-    if type_ not in defs or not isinstance(values, list):
+    if type_ is None or type_ not in defs or not isinstance(values, list):
         return
     saved = [w.name for w in defs.get(type_).widgets if w.saved]
     if name in saved and saved.index(name) < len(values):
@@ -146,13 +146,24 @@ def _primitive_targets(node: dict, graph: dict,
     specs = []
     for link in level.links_from(node):
         target = level.node(link.target_id)
-        type_ = RENAMED_TYPES.get(target.get("type"), target.get("type")) if target else None
+        if target is None:
+            continue
+        type_ = _server_type(target)
         widget = (level.target_input(link) or {}).get("widget") if type_ in object_info else None
         name = widget.get("name") if isinstance(widget, dict) else None
-        spec = input_spec(object_info, type_, name) if name else None
+        if not isinstance(name, str) or not name:  # object_info names inputs by strings
+            continue
+        spec = input_spec(object_info, type_, name)
         if spec:
             specs.append((spec, target, name))
     return specs
+
+
+def _server_type(node: dict) -> str | None:
+    """A saved node's class as ``/object_info`` names it (renamed classes followed); None for a
+    ``type`` that is not a string, which no server class is."""
+    type_ = node.get("type")
+    return RENAMED_TYPES.get(type_, type_) if isinstance(type_, str) else None
 
 
 def _is_linked(node: dict, widget: str) -> bool:
@@ -163,7 +174,7 @@ def _is_linked(node: dict, widget: str) -> bool:
 
 # --- one control step, as the editor's applyWidgetControl -----------------------------------
 
-def _apply(kind: str, opts: dict, value: Any, mode: Any, filter_: Any,
+def _apply(kind: str | None, opts: dict, value: Any, mode: Any, filter_: Any,
            rng: random.Random) -> Any:
     if kind == "COMBO" and mode != "fixed":
         return _apply_combo(list(opts.get("options") or []), value, mode, filter_, rng)

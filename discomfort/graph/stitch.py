@@ -20,16 +20,27 @@ import os
 import re
 import uuid
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import DiscomfortWarning, PortTypeError, WorkflowError
 from .discover import discover_port_nodes, input_port_type, output_port_type, ui_ports
 from .load import is_api_format, is_ui_format, load_workflow
 from .ports import find_ports
 from .workflow import (
-    Link, UIGraph, check_single_writers, concrete, consumers, input_type, is_link, merge_types,
-    output_spec, parse_link, rewire, types_compatible,
+    Link,
+    UIGraph,
+    check_single_writers,
+    concrete,
+    consumers,
+    input_type,
+    is_link,
+    merge_types,
+    output_spec,
+    parse_link,
+    rewire,
+    types_compatible,
 )
 
 MARGIN = 100          # editor units between two stitched parts
@@ -102,7 +113,7 @@ def stitch_workflows(workflows: Iterable[str | os.PathLike | dict],
         parts.append(data)
         labels.append(label)
     if len(set(formats)) > 1:
-        listing = ", ".join(f"{label}: {kind}" for label, kind in zip(labels, formats))
+        listing = ", ".join(f"{label}: {kind}" for label, kind in zip(labels, formats, strict=True))
         raise WorkflowError(f"cannot stitch editor workflows with API prompts ({listing}): "
                             "export them all in one format")
     _warn_about_order(parts, labels)
@@ -184,7 +195,7 @@ def _stitch_api(parts: list[dict], labels: list[str], delete_inputs: bool, delet
     joined_out: set[str] = set()
     superseded: set[str] = set()
     offset = 0
-    for part, label in zip(parts, labels):
+    for part, label in zip(parts, labels, strict=True):
         in_ports, out_ports = find_ports(part, object_info)  # one writer per key in each part
         ids = _api_id_map(part, offset, set(result))
         for old, node in part.items():
@@ -322,7 +333,7 @@ def _subgraph_definitions(workflow: dict) -> list[dict]:
             if isinstance(d, dict)]
 
 
-def _rename_types(nodes: Iterable[dict], renames: dict[str, str]) -> None:
+def _rename_types(nodes: Iterable[dict], renames: Mapping[Any, str]) -> None:
     for node in nodes:
         if isinstance(node, dict) and node.get("type") in renames:
             node["type"] = renames[node["type"]]
@@ -333,7 +344,7 @@ class _UIStitcher:
         self.parts, self.labels = parts, labels
         self.out: dict = {"last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [],
                           "groups": [], "config": {}, "extra": {}, "version": 0.4}
-        self.definitions: dict[str, dict] = {}
+        self.definitions: dict[Any, dict] = {}  # by id as saved (a uuid string, unchecked)
         self.max_node = self.max_link = self.max_group = self.max_reroute = 0
         self.right_edge: float | None = None
         # per part: (role, original id, new id, unique_id)
@@ -342,7 +353,7 @@ class _UIStitcher:
     # -- assembling the parts -------------------------------------------------------------
 
     def stitch(self, delete_inputs: bool, delete_outputs: bool) -> dict:
-        for index, (part, label) in enumerate(zip(self.parts, self.labels)):
+        for index, (part, label) in enumerate(zip(self.parts, self.labels, strict=True)):
             self.add_part(index, part, label)
         graph = UIGraph(self.out)
         removed_nodes = self.join(graph, delete_inputs, delete_outputs)
@@ -354,7 +365,7 @@ class _UIStitcher:
         self.drop_link_metadata(removed_links)
         self.out["last_node_id"] = max([self.max_node] + [_as_int(n.get("id"))
                                                           for n in self.out["nodes"]])
-        self.out["last_link_id"] = max([self.max_link] + [_as_int(l[0]) for l in self.out["links"]])
+        self.out["last_link_id"] = max([self.max_link] + [_as_int(link[0]) for link in self.out["links"]])
         if self.definitions:
             self.out["definitions"] = {"subgraphs": list(self.definitions.values())}
         for key in ("reroutes", "linkExtensions"):
@@ -421,7 +432,7 @@ class _UIStitcher:
         self.max_node = max([self.max_node, noff + _as_int(part.get("last_node_id"))]
                             + [_as_int(n.get("id")) for n in part.get("nodes") or []])
         self.max_link = max([self.max_link, loff + _as_int(part.get("last_link_id"))]
-                            + [_as_int(l[0]) for l in part["links"]])
+                            + [_as_int(link[0]) for link in part["links"]])
         self.max_group = max([self.max_group] + [_as_int(g.get("id")) for g in
                                                  part.get("groups") or [] if isinstance(g, dict)])
         self.max_reroute = max([self.max_reroute] + [
@@ -435,7 +446,7 @@ class _UIStitcher:
         different one gets a new id (and the part's instances follow)."""
         definitions = _subgraph_definitions(part)
         for _ in range(len(definitions) + 2):  # each round settles one more level of nesting
-            renames = {}
+            renames: dict[Any, str] = {}  # saved id -> new id
             for definition in definitions:
                 sg_id = definition.get("id")
                 existing = self.definitions.get(sg_id)
@@ -475,12 +486,14 @@ class _UIStitcher:
         """Rewire every joined input port's consumers; the ids of the nodes to remove."""
         writers: dict[str, _Writer] = {}
         joined_in, joined_out, superseded = set(), set(), set()
-        for ports, label in zip(self.ports, self.labels):
+        for ports, label in zip(self.ports, self.labels, strict=True):  # one per part
             for role, original, new_id, uid in ports:
                 writer = writers.get(uid)
                 if role != "input" or writer is None:
                     continue
                 port, source = graph.node(new_id), graph.node(writer.node_id)
+                # both were added by add_part, and nothing is removed before the joins are made
+                assert port is not None and source is not None, (new_id, writer.node_id)
                 out_desc = _describe("output", uid, writer.original_id, writer.node_id,
                                      writer.label)
                 in_desc = _describe("input", uid, original, new_id, label)

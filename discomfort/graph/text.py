@@ -10,7 +10,8 @@ import datetime as _dt
 import math
 import random
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _COMMENTS = re.compile(r"/\*.*?\*/|//[^\n\r\u2028\u2029]*", re.S)
 _UNESCAPE = re.compile(r"\\([{}|])")

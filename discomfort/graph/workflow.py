@@ -10,8 +10,9 @@ is LiteGraph's rule (:func:`types_compatible`). Pure functions and plain data: n
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import WorkflowError
 
@@ -185,7 +186,7 @@ class Link:
 def parse_link(raw: Any) -> Link | None:
     """A saved link in either shape; None for anything else (the editor skips those too)."""
     if isinstance(raw, list) and len(raw) >= 5:
-        return Link(*raw[:5], raw[5] if len(raw) > 5 else ANY)
+        return Link(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5] if len(raw) > 5 else ANY)
     if isinstance(raw, dict) and "id" in raw:
         return Link(raw["id"], raw.get("origin_id"), raw.get("origin_slot"), raw.get("target_id"),
                     raw.get("target_slot"), raw.get("type", ANY))
