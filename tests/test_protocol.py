@@ -1,7 +1,7 @@
 """The protocol core on message sequences recorded from the real server (no server needed),
 on the same sequences as a newer server would send them (fields and messages it adds), and
 on jobs-API replies hand-made after ComfyUI's source (0.3.75 has no jobs API; see each file's
-``source``)."""
+``source``); last, the connector driving it through the jobs API of a small stand-in server."""
 
 from __future__ import annotations
 
@@ -336,3 +336,98 @@ def test_a_newer_servers_sequence_gives_the_same_outcome_and_report(name):
     assert new.executed == old.executed and new.cached == old.cached
     assert [f.filename for f in new.files] == [f.filename for f in old.files]
     assert case["prompt_id"] not in queue_state(case["queue"])
+
+
+# --- the connector's jobs-API path, against a stand-in for a newer server ---------------------
+
+class NewerServer:
+    """A stand-in for a ComfyUI with the jobs API (none runs here): it answers with the
+    hand-made job replies, drops every websocket once a prompt is posted (so the outcome can
+    only come from ``/api/jobs/{id}``), and records the routes asked."""
+
+    def __init__(self, replies: list[tuple[int, dict]]):
+        self.replies, self.asked, self.sockets = list(replies), [], []
+        self.prompt_id: str | None = None
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        from discomfort.store import default_root
+
+        async def websocket(request):
+            if self.prompt_id is not None:
+                return web.Response(status=503)
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            self.sockets.append(ws)
+            await ws.send_json({"type": "status", "data": {"status": {"exec_info": {}}}})
+            async for _ in ws:
+                pass
+            return ws
+
+        async def post_prompt(request):
+            self.prompt_id = (await request.json())["prompt_id"]
+            for ws in self.sockets:
+                await ws.close()
+            return web.json_response({"prompt_id": self.prompt_id, "number": 1, "node_errors": {}})
+
+        async def job_reply(request):
+            status, body = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+            body = dict(body, id=self.prompt_id) if "id" in body else body
+            return web.json_response(body, status=status)
+
+        def answer(body):
+            async def handler(request):
+                return web.json_response(body)
+            return handler
+
+        @web.middleware
+        async def record(request, handler):
+            self.asked.append(f"{request.method} {request.path}")
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
+        app.add_routes([
+            web.get("/system_stats", answer({"system": {"argv": ["main.py", "--cache-lru", "4"]}})),
+            web.get("/discomfort/info", answer({"root": str(default_root())})),
+            web.get("/api/jobs", answer(job("list")[1])), web.get("/ws", websocket),
+            web.post("/prompt", post_prompt), web.get("/api/jobs/{id}", job_reply),
+        ])
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+PROMPT = recorded("success")["prompt"]
+
+
+@pytest.mark.parametrize("replies, error", [
+    ([job("success_in_progress"), job("success_completed")], None),
+    ([job("success_in_progress"), job("removed_not_found")], PromptLost),
+])
+async def test_the_connector_follows_a_prompt_through_the_jobs_api(replies, error):
+    from discomfort.connector import ComfyConnector
+
+    server = NewerServer(replies)
+    connector = await ComfyConnector.create(url=await server.start(), unresponsive_timeout=10)
+    try:
+        assert connector.jobs_api is True  # detected from the /api/jobs list
+        prompt_id = await connector.queue(PROMPT)
+        events = []
+        if error is None:
+            await connector.wait(prompt_id, timeout=20, on_event=events.append, history=False)
+            assert [e.type for e in events] == ["execution_success"]
+        else:
+            with pytest.raises(error):
+                await connector.wait(prompt_id, timeout=20, history=False)
+        asked = [a for a in server.asked if prompt_id in a]
+        assert asked.count(f"GET /api/jobs/{prompt_id}") >= 2
+        assert not any("/history" in a or a.endswith("/queue") for a in server.asked)
+    finally:
+        await connector.kill_api()
+        await server.stop()
