@@ -133,6 +133,24 @@ def test_a_crashed_owners_run_is_reaped_at_the_next_open(run_python):
     assert shm.list_tagged(info["tag"]) == []
 
 
+def test_a_crashed_run_whose_index_memory_was_wiped_is_reaped(run_python):
+    """After a reboot /dev/shm is empty but the run's directory on disk may remain."""
+    import shutil
+    from pathlib import Path
+
+    from discomfort.store.index import memory_dir
+
+    owner, info = _start_owner(run_python, "wiped-memory")
+    _kill(owner)
+    mem = memory_dir(Path(info["path"]))
+    if mem is None or not mem.is_dir():
+        pytest.skip("this machine keeps the index in the run directory")
+    shutil.rmtree(mem)
+    with pytest.raises(FileNotFoundError):  # the open reaps it first: its owner is dead
+        WorkflowContext.open("wiped-memory")
+    assert not Path(info["path"]).exists() and shm.list_tagged(info["tag"]) == []
+
+
 def test_a_run_with_a_live_attacher_is_left_alone(run_python):
     from pathlib import Path
 

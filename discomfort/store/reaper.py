@@ -72,6 +72,11 @@ def delete_run(run_dir: Path, tag: str | None, timeout: float = 60.0,
     except StoreError:  # run.json names a place this process has not got: the run dir goes
         shutil.rmtree(run_dir, ignore_errors=True)
         return
+    if not index.dir.is_dir():  # its memory directory is gone (a reboot): nothing to lock
+        for name in shm.list_tagged(tag) if tag else ():
+            shm.unlink(name)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
     with index.lock.held(timeout):
         names = index.stored_segments()
         if tag:
