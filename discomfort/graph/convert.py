@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UnknownNodeTypesError, WorkflowError
+from .discover import check_port_links
 from .editor_titles import EDITOR_TITLES, EDITOR_TITLES_1_58
 from .group_nodes import expand_group_nodes
 from .load import is_api_format, is_ui_format
-from .discover import UIGraph, check_port_links
 from .nodedefs import NodeDef, NodeDefs, WidgetSpec, migrate_widgets_values
 from .text import apply_text_replacements, js_string, resolve_dynamic_prompt
+from .workflow import BYPASS, MUTED, Link, UIGraph, parse_link, types_compatible
 
-MUTED, BYPASS = 2, 4
 EDITORS = ("1.32", "1.58")
 # Today's editor: what people who save workflows run (see ui_to_api).
 DEFAULT_EDITOR = "1.58"
@@ -64,16 +64,6 @@ SR_PROPERTY = "Node name for S&R"
 
 
 # --- the graph as the editor holds it -------------------------------------------------------
-
-@dataclass
-class Link:
-    id: int
-    origin_id: Any
-    origin_slot: int
-    target_id: Any
-    target_slot: int
-    type: Any = None
-
 
 @dataclass
 class Slot:
@@ -153,7 +143,7 @@ class Graph:
         self.drops_dangling_links = editor == "1.58"
         self.links: dict[int, Link] = {}
         for raw in data.get("links") or []:
-            link = _parse_link(raw)
+            link = parse_link(raw)
             if link is not None:
                 self.links[link.id] = link
         self.nodes: list[Node] = []
@@ -170,16 +160,6 @@ class Graph:
     def add(self, node: Node) -> None:
         self.nodes.append(node)
         self.by_id[node.id] = node
-
-
-def _parse_link(raw: Any) -> Link | None:
-    """A link as a list ``[id, origin, slot, target, slot, type]`` or as a dict."""
-    if isinstance(raw, list) and len(raw) >= 5:
-        return Link(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5] if len(raw) > 5 else None)
-    if isinstance(raw, dict) and "id" in raw:
-        return Link(raw["id"], raw.get("origin_id"), raw.get("origin_slot"), raw.get("target_id"),
-                    raw.get("target_slot"), raw.get("type"))
-    return None
 
 
 # --- building the graph ---------------------------------------------------------------------
@@ -570,14 +550,14 @@ class _Dto:
         if type_ in ("*", ""):
             return slot if len(inputs) > slot else 0
         output_type = self.node.outputs[slot] if slot < len(self.node.outputs) else None
-        if slot < len(inputs) and _valid(inputs[slot].type, output_type) \
-                and _valid(inputs[slot].type, type_):
+        if slot < len(inputs) and types_compatible(inputs[slot].type, output_type) \
+                and types_compatible(inputs[slot].type, type_):
             return slot
         for i, slot_info in enumerate(inputs):
             if slot_info.type == type_:
                 return i
         for i, slot_info in enumerate(inputs):
-            if _valid(slot_info.type, output_type) and _valid(slot_info.type, type_):
+            if types_compatible(slot_info.type, output_type) and types_compatible(slot_info.type, type_):
                 return i
         return -1
 
@@ -596,20 +576,6 @@ class _Dto:
                                 f"node {link.origin_id}, which is not in the subgraph")
         dto = self.dtos[":".join(self.path + (self.node.id, inner.id))]
         return dto.resolve_output(link.origin_slot, type_, visited)
-
-
-def _valid(a: Any, b: Any) -> bool:
-    """LiteGraph's isValidConnection: ``*``/empty match all; ``A,B`` lists; case-insensitive."""
-    if a in ("", "*", None, 0):
-        return True
-    if b in ("", "*", None, 0):
-        return True
-    if a == b:
-        return True
-    a, b = str(a).lower(), str(b).lower()
-    if "," not in a and "," not in b:
-        return a == b
-    return any(_valid(x, y) for x in a.split(",") for y in b.split(","))
 
 
 def _flatten(root: Graph, editor: str = DEFAULT_EDITOR) -> dict[str, _Dto]:

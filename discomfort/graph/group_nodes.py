@@ -24,9 +24,9 @@ import copy
 from typing import Any, Callable
 
 from ..errors import WorkflowError
+from .workflow import BYPASS, types_compatible
 
 PREFIXES = ("workflow>", "workflow/")
-BYPASS = 4
 
 
 def group_name(node_type: Any, groups: dict) -> str | None:
@@ -79,7 +79,6 @@ def _bypass_targets(instance: dict, links: dict, by_id: dict) -> dict:
     """For the editor 1.32, a bypassed group node still sends its inner nodes, but what its
     outputs feed is resolved through the bypass: each outgoing link maps to the (origin, slot)
     feeding the instance input that passes its type through, or None."""
-    from .convert import _valid  # the editor's type match, shared with the converter
 
     inputs = instance.get("inputs") or []
     feeds = [links.get(i.get("link")) for i in inputs]
@@ -93,7 +92,7 @@ def _bypass_targets(instance: dict, links: dict, by_id: dict) -> dict:
             wanted = next((s.get("type") for s in target.get("inputs") or []
                            if s.get("link") == link_id), link[5] if len(link) > 5 else None)
             index = _bypass_index([i.get("type") for i in inputs], output.get("type"), k, wanted,
-                                  _valid)
+                                  types_compatible)
             feed = feeds[index] if 0 <= index < len(feeds) else None
             found[link_id] = (feed[1], feed[2]) if feed is not None else None
     return found

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .workflow import spec_parts
+
 # Input types the editor draws as widgets (its own and its core extensions').
 WIDGET_TYPES = frozenset({
     "INT", "FLOAT", "BOOLEAN", "STRING", "MARKDOWN", "COMBO", "IMAGEUPLOAD", "COLOR",
@@ -64,15 +66,6 @@ class NodeDef:
     legacy_count: tuple[tuple[str, int, bool], ...] = field(default=())
 
 
-def _spec_type(spec: list) -> str:
-    head = spec[0] if spec else None
-    return "COMBO" if isinstance(head, list) else str(head)
-
-
-def _options(spec: list) -> dict:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
 def _inputs_v2(info: dict) -> dict[str, tuple[str, dict, bool]]:
     """name -> (type, options, optional): required then optional, as the editor's V2 dict.
 
@@ -84,18 +77,18 @@ def _inputs_v2(info: dict) -> dict[str, tuple[str, dict, bool]]:
     for optional, key in ((False, "required"), (True, "optional")):
         entries = dict(section.get(key) or {})
         if not optional:
-            entries.update(EXTRA_REQUIRED.get(info.get("name"), {}))
+            entries.update(EXTRA_REQUIRED.get(str(info.get("name")), {}))
         if not optional and "upload" not in entries:
             for spec in entries.values():
-                if isinstance(spec, list) and spec and _is_upload_combo(spec, _options(spec)):
-                    entries["upload"] = ["IMAGEUPLOAD", _options(spec)]
+                if isinstance(spec, list) and spec and _is_upload_combo(spec, spec_parts(spec)[1]):
+                    entries["upload"] = ["IMAGEUPLOAD", spec_parts(spec)[1]]
                     break
         for name, spec in entries.items():
             spec = spec if isinstance(spec, list) else [spec]
-            opts = dict(_options(spec))
+            type_, opts = spec_parts(spec)
             if optional and opts.get("defaultInput"):
                 opts["forceInput"] = True
-            out[name] = (_spec_type(spec), opts, optional)
+            out[name] = (type_, opts, optional)
     return out
 
 
@@ -194,9 +187,7 @@ def _combo_options(info: dict, name: str) -> list:
     for key in ("required", "optional"):
         spec = (section.get(key) or {}).get(name)
         if spec:
-            if isinstance(spec[0], list):
-                return spec[0]
-            return list(_options(spec).get("options") or [])
+            return list(spec_parts(spec)[1].get("options") or [])
     return []
 
 

@@ -57,17 +57,26 @@ def is_active(node: dict) -> bool:
 
 # --- /object_info ----------------------------------------------------------------------------
 
+def spec_parts(spec: Any) -> tuple[str, dict]:
+    """One raw input spec, ``[type, options]`` or ``[[choices...], options]``, as ``(type,
+    options)``: a combo in either spelling is ``"COMBO"`` with its choices in
+    ``options["options"]``. The options are a copy."""
+    spec = spec if isinstance(spec, list) else [spec]
+    head = spec[0] if spec else None
+    opts = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if isinstance(head, list):
+        return "COMBO", {**opts, "options": head}
+    return str(head), opts
+
+
 def input_spec(object_info: dict | None, class_type: Any, name: str) -> tuple[str, dict] | None:
-    """``(type, options)`` of input ``name`` of a node class; a combo's type is ``"COMBO"``
-    and its choices are ``options["options"]``. None when the class has no such input."""
+    """``(type, options)`` of input ``name`` of a node class (see :func:`spec_parts`); None
+    when the class has no such input."""
     info = (object_info or {}).get(class_type) or {}
     for section in ("required", "optional"):
         spec = ((info.get("input") or {}).get(section) or {}).get(name)
         if isinstance(spec, list) and spec:
-            opts = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if isinstance(spec[0], list):
-                return "COMBO", {**opts, "options": spec[0]}
-            return str(spec[0]), opts
+            return spec_parts(spec)
     return None
 
 
