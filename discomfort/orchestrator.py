@@ -89,7 +89,7 @@ class Discomfort:
         prompts = [self._to_prompt(w, object_info, rng, c) for w, c in zip(loaded, choices, strict=True)]
         values = check_inputs(inputs or {}, list(zip(labels, prompts, strict=True)), object_info)
         own_context = context is None
-        ctx = WorkflowContext() if context is None else context
+        ctx = await asyncio.to_thread(WorkflowContext) if context is None else context  # it reaps
         try:
             # Large values are copied and hashed in a thread: the websocket reader keeps going.
             for key, value in values.items():
@@ -111,7 +111,7 @@ class Discomfort:
             return {uid: await asyncio.to_thread(ctx.load, uid) for uid in outputs}
         finally:
             if own_context:
-                ctx.shutdown()
+                await asyncio.to_thread(ctx.shutdown)  # deletes the run's files
 
     async def load_images(self, files: Sequence[OutputFile] | None = None, *,
                           as_pil: bool = False) -> list:
