@@ -150,13 +150,13 @@ async def test_events_report_progress_and_cached_nodes(app):
 async def test_history_entries_of_a_managed_server_are_deleted(app):
     prompt_id = await app.Worker.queue(sleeper(1, 0.0, color=9))
     await app.Worker.wait(prompt_id)  # read: deleted at once
-    assert await app.Worker._get(f"/history/{prompt_id}") == {}
+    assert app.Worker.server.request(f"/history/{prompt_id}") == {}
     from discomfort.connector import HISTORY_BATCH
 
     with WorkflowContext() as ctx:    # not read by run(): deleted in batches
         await app.run(APPEND, inputs={"text": ""}, iterations=2 * HISTORY_BATCH, context=ctx, progress=False)
     await asyncio.sleep(0.2)
-    history = await app.Worker._get("/history?max_items=1000")
+    history = app.Worker.server.request("/history?max_items=1000")
     assert len(set(app.last_run.prompt_ids) & set(history)) < HISTORY_BATCH
 
 
@@ -294,7 +294,7 @@ async def test_attach_to_a_running_server_by_url(comfy):
         result = await attached.run(LENGTH, inputs={"text": "attached"}, progress=False)
         assert result["length"] == 8
         prompt_id = attached.last_run.prompt_ids[-1]
-        assert prompt_id in await worker._get(f"/history/{prompt_id}")  # not ours to delete
+        assert prompt_id in comfy.get(f"/history/{prompt_id}")  # not ours to delete
     assert comfy.server.alive()  # closing an attached connector leaves the server running
 
 
@@ -315,7 +315,7 @@ async def test_partly_invalid_prompts_are_refused_not_half_run(app):
     with pytest.raises(PromptValidationError) as caught:
         await app.Worker.run_workflow(prompt, use_workflow_json=False)
     assert "3" in caught.value.node_errors
-    queue = await app.Worker._get("/queue")
+    queue = app.Worker.server.request("/queue")
     assert not queue["queue_running"] and not queue["queue_pending"]
 
 
