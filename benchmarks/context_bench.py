@@ -219,7 +219,7 @@ def run(size_mb: int, repetitions: int, workdir: str) -> tuple[list[tuple], dict
         print(f"measuring 2: loop, {LOOP_ITERATIONS}x save+load of one key...", flush=True)
         dst = torch.empty_like(tensor)
         m2 = measure({"ours": lambda: ours.loop(tensor, "loop_key"),
-                      "copy": lambda: plain_copy_loop(tensor, dst)}, repetitions)
+                      "copy": lambda dst=dst: plain_copy_loop(tensor, dst)}, repetitions)
         rows.append((f"2. loop {LOOP_ITERATIONS}x save+load, same key", m2["ours"], m2["copy"], 1.5))
         loop_ram_mb = ctx.get_usage()["ram_usage_bytes"] / MB
         ctx.delete("loop_key")

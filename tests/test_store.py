@@ -11,16 +11,18 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
-from torch_support import equal, full, is_tensor, needs_torch, ones, rand, randn, torch, zeros
 
 import discomfort
 from discomfort import WorkflowContext
 from discomfort.errors import (
-    ConfigError, ContextClosedError, DiscomfortWarning, InvalidIdError, UnsafeStoreError,
+    ConfigError,
+    ContextClosedError,
+    DiscomfortWarning,
+    InvalidIdError,
+    UnsafeStoreError,
 )
-from discomfort.store import context as context_module
-from discomfort.store import index as index_module
-from discomfort.store import shm
+from discomfort.store import context as context_module, index as index_module, shm
+from torch_support import equal, full, is_tensor, needs_torch, ones, rand, randn, torch, zeros
 
 GIB = 1024 ** 3
 
@@ -50,7 +52,8 @@ def segments(context: WorkflowContext) -> list[str]:
 
 
 def test_the_library_is_the_checkouts_discomfort_package():
-    assert Path(discomfort.__file__).resolve() == Path(__file__).resolve().parents[1] / "discomfort" / "__init__.py"
+    library = Path(__file__).resolve().parents[1] / "discomfort" / "__init__.py"
+    assert Path(discomfort.__file__).resolve() == library
 
 
 # --- save / load --------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def test_a_value_that_cannot_be_pickled_changes_nothing(ctx):
     ctx.save("k", "old")
     import threading
 
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):  # cloudpickle: cannot pickle '_thread.lock'
         ctx.save("k", threading.Lock())
     assert ctx.load("k") == "old"
 
@@ -203,7 +206,8 @@ def test_entry_describes_a_value_without_loading_it(ctx):
     assert img.nbytes == 8 * 8 * 3 * 4 < img.size and img.location.startswith("/dsc_")
     assert (arr.kind, arr.storage, arr.shape, arr.dtype) == ("numpy", "disk", (2, 3), "int16")
     assert Path(arr.location).is_file() and arr.nbytes == 12
-    assert (text.kind, text.shape, text.dtype, text.nbytes, text.is_array) == ("pickle", None, None, None, False)
+    assert (text.kind, text.shape, text.dtype, text.nbytes, text.is_array) == \
+        ("pickle", None, None, None, False)
     assert text.stamp == "prompt-1" and img.stamp is None
     assert text.source == {"class_type": "X", "inputs": (1,)}
     with pytest.raises(TypeError):

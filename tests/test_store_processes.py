@@ -8,10 +8,10 @@ import signal
 import time
 
 import pytest
-from torch_support import FULL_SOURCE, equal, full
 
 from discomfort import WorkflowContext
 from discomfort.store import shm
+from torch_support import FULL_SOURCE, equal, full
 
 HAMMER = FULL_SOURCE + """
 import sys, threading
@@ -103,7 +103,8 @@ ctx = WorkflowContext(run_id={run_id!r})
 ctx.save("ram", full((1024,), 1.0))
 ctx.save("ram2", "x")
 ctx.save("disk", full((8,), 1.0), use_ram=False)
-print(json.dumps({{"path": str(ctx.path), "tag": json.loads((ctx.path / "run.json").read_text())["tag"]}}), flush=True)
+tag = json.loads((ctx.path / "run.json").read_text())["tag"]
+print(json.dumps({{"path": str(ctx.path), "tag": tag}}), flush=True)
 time.sleep(600)
 """
 

@@ -27,14 +27,19 @@ import mmap
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cloudpickle
 
 from ..errors import (
-    ContextClosedError, InvalidIdError, KeyNotFoundError, RefExportError, StoreError,
+    ContextClosedError,
+    InvalidIdError,
+    KeyNotFoundError,
+    RefExportError,
+    StoreError,
     StoreMemoryError,
 )
 from . import codec, procs, shm
@@ -85,7 +90,7 @@ class WorkflowContext:
             self._open(USER, run_id, config_path=config_path)
 
     @classmethod
-    def open(cls, run_id: str, config_path: str | os.PathLike | None = None) -> "WorkflowContext":
+    def open(cls, run_id: str, config_path: str | os.PathLike | None = None) -> WorkflowContext:
         """A user's re-attach to a live run (``WorkflowContext(run_id=..., create=False)``).
         Its values belong to the run; while this handle lives the run is not reaped even if
         its owner dies; its shutdown never deletes the run."""
@@ -94,7 +99,7 @@ class WorkflowContext:
         return self
 
     @classmethod
-    def attach(cls, run_id: str, contexts_dir_name: str = "contexts") -> "WorkflowContext":
+    def attach(cls, run_id: str, contexts_dir_name: str = "contexts") -> WorkflowContext:
         """A port node's handle on a run, by the location its binding names, for one brief
         operation. Unlike ``open`` it neither reaps orphans nor registers as a live attacher:
         the run's owner is driving the prompt, so the run outlives the operation."""
@@ -351,7 +356,7 @@ class WorkflowContext:
             self._closed = True
         self._finalizer()
 
-    def __enter__(self) -> "WorkflowContext":
+    def __enter__(self) -> WorkflowContext:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -8,9 +8,10 @@ it: is it a recipe, a tensor of what shape, how big, where does it come from. Th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 SHM, DISK = "shm", "disk"
 _SPEC_STORAGE = {SHM: "ram", DISK: "disk"}  # the spec's words for get_storage_info

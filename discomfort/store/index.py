@@ -106,7 +106,7 @@ class RunIndex:
     # --- making and finding ------------------------------------------------------------------
 
     @classmethod
-    def create(cls, run_dir: Path) -> "RunIndex":
+    def create(cls, run_dir: Path) -> RunIndex:
         """The empty index of a new run (``run_dir`` just made): in memory when possible."""
         location = IN_RUN
         mem = memory_dir(run_dir)
@@ -122,7 +122,7 @@ class RunIndex:
         return index
 
     @classmethod
-    def open(cls, run_dir: Path, location: str) -> "RunIndex":
+    def open(cls, run_dir: Path, location: str) -> RunIndex:
         """The index of an existing run, where its run.json says; refused unless private."""
         index = cls(run_dir, location)
         if location == MEMORY:
@@ -135,7 +135,7 @@ class RunIndex:
         return index
 
     @classmethod
-    def find(cls, run_dir: Path, meta: dict | None) -> "RunIndex":
+    def find(cls, run_dir: Path, meta: dict | None) -> RunIndex:
         """For cleanup: the index of a run whose run.json (``meta``) may be missing."""
         if meta is not None:
             return cls(run_dir, meta.get("index", IN_RUN))

@@ -30,14 +30,13 @@ create with ``O_CREAT | O_EXCL`` and mode 0600 as we do; but (CPython 3.13's
 
 from __future__ import annotations
 
+import _posixshmem  # CPython's binding of shm_open/shm_unlink: see the docstring for why
 import errno
 import mmap
 import os
 import secrets
 import stat
 import sys
-
-import _posixshmem  # CPython's binding of shm_open/shm_unlink: see the docstring for why
 
 from ..errors import UnsafeStoreError
 
