@@ -79,19 +79,19 @@ def encode(value: Any, as_json: bool = False) -> Encoded:
     if _is_torch_tensor(value):
         tensor = _strided_copy(value)
         raw = tensor.reshape(-1).view(_torch().uint8).numpy() if tensor.numel() else np.empty(0, np.uint8)
-        meta = {"kind": "torch", "dtype": str(tensor.dtype).removeprefix("torch."),
-                "shape": list(tensor.shape)}
+        meta: dict[str, Any] = {"kind": "torch", "dtype": str(tensor.dtype).removeprefix("torch."),
+                                "shape": list(tensor.shape)}
         if value.requires_grad:
             meta["grad"] = True  # the flag comes back; the graph that made the value does not
-        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "torch", tensor,
+        return Encoded(_header(meta, raw.nbytes), raw.data, "torch", tensor,
                        meta["shape"], meta["dtype"])
     if type(value) is np.ndarray and not value.dtype.hasobject and value.dtype.fields is None:
         # (np.ascontiguousarray would make a 0-d array 1-d)
         array = value if value.flags.c_contiguous else np.ascontiguousarray(value)
         raw = array.reshape(-1).view(np.uint8)
-        meta = {"kind": "numpy", "dtype": array.dtype.str, "shape": list(array.shape)}
-        return Encoded(_header(meta, raw.nbytes), memoryview(raw), "numpy", array,
-                       meta["shape"], str(array.dtype))
+        shape = list(array.shape)
+        return Encoded(_header({"kind": "numpy", "dtype": array.dtype.str, "shape": shape}, raw.nbytes),
+                       raw.data, "numpy", array, shape, str(array.dtype))
     body = cloudpickle.dumps(value, protocol=5)
     return Encoded(_simple_header("pickle", len(body)), memoryview(body), "pickle")
 

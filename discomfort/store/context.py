@@ -116,9 +116,11 @@ class WorkflowContext:
             check_dir_name(contexts_dir_name)
         self._closed = True  # until open: a failed open has nothing to shut down
         self._maps: dict[str, mmap.mmap] = {}
+        config: dict[str, Any] = {}
         if role == PORT:  # the binding names the directory; no config is read in the server
-            config = None
-            self._dir_name = contexts_dir_name
+            if contexts_dir_name is None:
+                raise InvalidIdError("a port's attach() names the run's contexts directory")
+            self._dir_name: str = contexts_dir_name
         else:
             config = load_config(config_path)
             self._dir_name = config["CONTEXTS_DIR_NAME"]
@@ -129,7 +131,8 @@ class WorkflowContext:
             reap_orphans(contexts)  # users' opens clean up; a port node's attach() stays cheap
         self._dir = contexts / self._run_id
         self._owner = role == OWNER
-        self._attach_file = None
+        self._attach_file: Path | None = None
+        self._meta: dict[str, Any]
         if role == OWNER:
             capacity = ram_capacity_bytes(config, max_ram_gb)
             try:
@@ -451,7 +454,7 @@ class WorkflowContext:
         """
         size = encoded.size
         buffers = dict(old["buffers"]) if old and old["storage"] == "ram" else {}
-        active = old["active"] if buffers else None
+        active = old["active"] if old and buffers else None
         idle = [name for name in buffers if name != active]
         target = next((n for n in idle if size <= buffers[n] <= 2 * size), None)
         if target is None:

@@ -126,7 +126,7 @@ class RunIndex:
         """The index of an existing run, where its run.json says; refused unless private."""
         index = cls(run_dir, location)
         if location == MEMORY:
-            check_private_dir(memory_base())
+            check_private_dir(index.dir.parents[2])  # this user's memory base
             try:
                 check_private_dir(index.dir)
             except FileNotFoundError:

@@ -42,7 +42,7 @@ class RunLock:
                 yield
             finally:
                 self._depth -= 1
-                if self._depth == 0:
+                if self._depth == 0 and self._fd is not None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()

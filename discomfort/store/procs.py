@@ -14,7 +14,7 @@ def start_time(pid: int) -> float | None:
         return None
 
 
-def me() -> tuple[int, float]:
+def me() -> tuple[int, float | None]:
     pid = os.getpid()
     return pid, start_time(pid)
 
