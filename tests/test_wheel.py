@@ -61,6 +61,7 @@ def test_the_wheel_installs_the_library_and_its_nodes_not_the_checkout(venv, tmp
             "web": sorted(os.listdir(nodes.WEB_DIRECTORY)), "nodes": sorted(nodes.NODE_CLASS_MAPPINGS),
             "editable": direct.get("dir_info", {}).get("editable", False),
             "top_level_nodes": importlib.util.find_spec("nodes") is not None,
+            "versions": [discomfort.__version__, importlib.metadata.version("discomfort")],
         }))
     """, tmp_path)
     assert found["file"] == str(site / "discomfort" / "__init__.py")
@@ -70,6 +71,7 @@ def test_the_wheel_installs_the_library_and_its_nodes_not_the_checkout(venv, tmp
     assert found["link"] == str((site / "discomfort").resolve())
     assert found["web"] == ["discomfort.js"]
     assert found["nodes"] == ["DiscomfortInput", "DiscomfortOutput"]
+    assert found["versions"][0] == found["versions"][1]  # one version source
     # PEP 561: the marker that tells a type checker to read the installed library's annotations
     assert (site / "discomfort" / "py.typed").is_file()
 
