@@ -374,6 +374,7 @@ class DiscomfortPool:
         own = job.context is None
         ctx = WorkflowContext() if own else job.context
         succeeded = fault = False
+        before = discomfort.last_run  # a run refused before it began leaves the last one's
         try:
             if job.refs:
                 await self._save_refs(discomfort, job, ctx)
@@ -386,7 +387,7 @@ class DiscomfortPool:
         except Exception as exc:  # the job's own failure: never retried
             report.error = exc
         finally:
-            report.report = discomfort.last_run
+            report.report = discomfort.last_run if discomfort.last_run is not before else None
             if own:
                 ctx.shutdown()
             server.jobs += 1
