@@ -55,8 +55,6 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 _last_run: contextvars.ContextVar["JobReport | None"] = contextvars.ContextVar(
     "discomfort_pool_last_run", default=None)
-_last_map: contextvars.ContextVar["list[JobReport] | None"] = contextvars.ContextVar(
-    "discomfort_pool_last_map", default=None)
 
 
 def recipe_digest(recipe: dict) -> str:
@@ -161,6 +159,7 @@ class DiscomfortPool:
         self._contexts_in_use: set[int] = set()
         self._clock = itertools.count(1)
         self._closed = False
+        self.last_map: list[JobReport] | None = None  # the last map() to end: its job reports
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -224,13 +223,10 @@ class DiscomfortPool:
 
     @property
     def last_run(self) -> JobReport | None:
-        """The report of the last ``run()`` that ended in this asyncio task."""
+        """The report of the last ``run()`` that ended in this asyncio task (each of many
+        concurrent tasks sees its own; ``asyncio.wait_for`` on Python 3.11 runs its
+        awaitable in a task of its own, so read it there)."""
         return _last_run.get()
-
-    @property
-    def last_map(self) -> list[JobReport] | None:
-        """The reports of the last ``map()`` that ended in this asyncio task, in input order."""
-        return _last_map.get()
 
     # --- running jobs ---------------------------------------------------------------------
 
@@ -291,8 +287,7 @@ class DiscomfortPool:
         finally:
             if bar is not None:
                 bar.close()
-        reports = [t.result() for t in tasks]
-        _last_map.set(reports)
+        reports = self.last_map = [t.result() for t in tasks]
         if not return_exceptions:
             for report in reports:
                 if report.error is not None:

@@ -216,6 +216,43 @@ async def test_a_server_killed_mid_job_is_replaced_and_its_job_done_elsewhere(al
 
 
 @pytest.mark.server
+async def test_a_job_whose_server_dies_twice_fails_with_it_once_rerun(all_up):
+    pool = all_up
+    killed: list[int] = []
+    servers = list(pool.servers)  # as they are now: each one's process, started by the pool
+    replaced = [s.replacements for s in pool.status()]
+
+    def on_event(event):  # kill whichever server runs the job, as soon as it runs
+        if event.type != "progress":
+            return
+        for discomfort in servers:
+            if discomfort.last_run is not None and event.data.get("prompt_id") in \
+                    discomfort.last_run.prompt_ids and discomfort.Worker.server.pid not in killed:
+                killed.append(discomfort.Worker.server.pid)
+                os.kill(killed[-1], signal.SIGKILL)
+
+    started = time.monotonic()
+    [result] = await asyncio.wait_for(pool.map(ported_sleeper(50, 0.1), [{"img": picture(0.77)}],
+                                               progress=False, on_event=on_event), 120)
+    [report] = pool.last_map
+    assert isinstance(result, ComfyServerDied) and report.error is result
+    assert report.attempts == 2 and len(report.faults) == 2 and len(killed) == 2
+    assert time.monotonic() - started < 60  # the job's 5 s sleep never finished: no hang
+    await until(lambda: all(s.state == "up" for s in pool.status()), 180)
+    assert [s.replacements for s in pool.status()] == [n + 1 for n in replaced]
+
+
+@pytest.mark.server
+async def test_one_progress_bar_over_all_jobs(all_up, capsys):
+    pool = all_up
+    await pool.map(FAILER, [{"img": picture(0.01 * i), "fail": False} for i in range(3)])
+    bar = capsys.readouterr().err
+    assert "jobs" in bar and "3/3" in bar and "prompt " not in bar  # no per-prompt bars
+    await pool.map(FAILER, [{"img": picture(0.02), "fail": False}], progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.server
 async def test_bad_calls_raise_before_anything_runs(all_up):
     pool = all_up
     with pytest.raises(WrongTypeError, match="one dict per job"):
