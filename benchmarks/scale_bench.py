@@ -7,8 +7,9 @@ idle server costs no CPU), taking turns in a rotating order (benchmarks/harness.
 1. wait-bound: the test pack's sleep node, standing for GPU time (the server waits, the CPU is
    free). Target: N servers give >= 0.9 x N the throughput of one.
 2. CPU-bound: ``workflows/sample.json`` on the tiny SD checkpoint (tests/sd_support.py),
-   128x128 and 4 steps (``--size``, ``--steps``), a new seed per job so the sampler always runs. There is no target: every server
-   shares this machine's cores, so the ratio is what the cores allow, reported as measured.
+   128x128 and 4 steps (``--size``, ``--steps``), a new seed per job so the sampler always
+   runs. There is no target: every server shares this machine's cores, so the ratio is what
+   the cores allow, reported as measured.
    Each pool uses its default CPU settings (the cores shared out between its servers), and
    one more single server at 1 thread is measured beside them: on a small model torch's
    threads can cost more than they give, so that is the fairer one-server baseline.

@@ -31,12 +31,18 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import (
-    ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ConfigError,
-    InvalidArgumentError, PromptLost, WrongTypeError,
+    ComfyServerDied,
+    ComfyServerError,
+    ComfyServerUnresponsive,
+    ConfigError,
+    InvalidArgumentError,
+    PromptLost,
+    WrongTypeError,
 )
 from .graph.refs import is_recipe
 from .inputs import check_inputs
@@ -53,7 +59,7 @@ RUN_OPTIONS = ("iterations", "use_ram", "fixed_seeds", "seed", "timeout", "on_ev
 UP, REPLACING, RETIRED = "up", "replacing", "retired"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-_last_run: contextvars.ContextVar["JobReport | None"] = contextvars.ContextVar(
+_last_run: contextvars.ContextVar[JobReport | None] = contextvars.ContextVar(
     "discomfort_pool_last_run", default=None)
 
 
@@ -168,7 +174,7 @@ class DiscomfortPool:
                      devices: Sequence[int] | str | None = None,
                      per_server: Sequence[dict] | None = None,
                      cpu_threads: int | None = None, pass_by_rules=None,
-                     **options) -> "DiscomfortPool":
+                     **options) -> DiscomfortPool:
         """Start ``servers`` managed servers (default: one per CUDA device, else 2) and
         attach to each of ``urls``; ``options`` are ``Discomfort.create``'s, for every
         managed server. See :func:`server_settings` for ``devices``, ``per_server`` and
@@ -190,7 +196,8 @@ class DiscomfortPool:
         if failed:
             await _stop_all([m for m in made if isinstance(m, Discomfort)])
             raise failed[0]
-        return cls([_Server(i, s, d) for i, (s, d) in enumerate(zip(settings, made))])
+        started = [m for m in made if isinstance(m, Discomfort)]
+        return cls([_Server(i, s, d) for i, (s, d) in enumerate(zip(settings, started, strict=True))])
 
     async def shutdown(self) -> None:
         """Stop every managed server (replacements still starting included); detach from
@@ -201,7 +208,7 @@ class DiscomfortPool:
             await asyncio.gather(*self._replacing, return_exceptions=True)
         await _stop_all([s.discomfort for s in self._servers])
 
-    async def __aenter__(self) -> "DiscomfortPool":
+    async def __aenter__(self) -> DiscomfortPool:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -241,7 +248,7 @@ class DiscomfortPool:
         _last_run.set(report)
         if report.error is not None:
             raise report.error
-        return report.result
+        return report.result or {}
 
     async def map(self, workflows: Workflow | Sequence[Workflow], inputs: Sequence[dict | None],
                   *, contexts: Sequence[WorkflowContext | None] | None = None,
@@ -366,11 +373,12 @@ class DiscomfortPool:
         """One attempt on ``server`` (already taken): None when the job ended, or the server
         fault that stopped it (the server is then being replaced)."""
         discomfort = server.discomfort
-        own = job.context is None
-        ctx = WorkflowContext() if own else job.context
+        ctx = job.context
         succeeded = fault = False
         before = discomfort.last_run  # a run refused before it began leaves the last one's
         try:
+            if ctx is None:
+                ctx = WorkflowContext()  # the job's own, for this attempt only
             if job.refs:
                 await self._save_refs(discomfort, job, ctx)
             report.result = await discomfort.run(job.workflows, job.inputs, context=ctx,
@@ -383,7 +391,7 @@ class DiscomfortPool:
             report.error = exc
         finally:
             report.report = discomfort.last_run if discomfort.last_run is not before else None
-            if own:
+            if job.context is None and ctx is not None:
                 ctx.shutdown()
             server.jobs += 1
             if fault:
@@ -533,7 +541,7 @@ def server_settings(servers: int | None = None, *, urls: Sequence[str] = (),
             isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in devices):
         raise InvalidArgumentError(f"devices must be a list of CUDA device ids (whole numbers "
                                    f">= 0), or 'cpu'; got {devices!r}")
-    devices = list(devices)
+    devices = [int(d) for d in devices]
     if servers is None:
         servers = len(devices) or (0 if urls else 2)
     if isinstance(servers, bool) or not isinstance(servers, int) or servers < 0:

@@ -17,8 +17,13 @@ import torch
 
 from conftest import TINY_CHECKPOINT, api, app_settings, ported_sleeper
 from discomfort.errors import (
-    ComfyServerDied, ConfigError, ExecutionError, InvalidArgumentError, PortTypeError,
-    UnknownInputError, WrongTypeError,
+    ComfyServerDied,
+    ConfigError,
+    ExecutionError,
+    InvalidArgumentError,
+    PortTypeError,
+    UnknownInputError,
+    WrongTypeError,
 )
 from discomfort.pool import DiscomfortPool, recipe_digest, server_settings
 from sd_support import tiny_checkpoint
@@ -318,3 +323,10 @@ def test_bad_settings_are_refused(kwargs, error, message):
     kwargs.setdefault("cuda_devices", 0)
     with pytest.raises(error, match=message):
         server_settings(**kwargs)
+
+
+async def test_create_refuses_bad_settings_before_starting_a_server():
+    with pytest.raises(ConfigError, match="unknown server setting"):
+        await DiscomfortPool.create(servers=2, devices="cpu", bogus=1)
+    with pytest.raises(InvalidArgumentError, match="at least one server"):
+        await DiscomfortPool.create(servers=0, devices="cpu")
