@@ -9,13 +9,13 @@ from . import errors
 from .store import WorkflowContext
 
 __version__ = "0.1.0"
-__all__ = ["Discomfort", "ComfyConnector", "WorkflowContext", "WorkflowTools", "Event", "Port",
-           "RunReport", "PromptReport", "OutputFile", "errors", "__version__"]
+__all__ = ["Discomfort", "DiscomfortPool", "ComfyConnector", "WorkflowContext", "WorkflowTools",
+           "Event", "Port", "RunReport", "PromptReport", "OutputFile", "errors", "__version__"]
 
 # Loaded on first use: the port nodes inside ComfyUI import this package too, and need none
 # of the client side (aiohttp sessions, websockets, progress bars).
-_LAZY = {"Discomfort": ".orchestrator", "ComfyConnector": ".connector", "WorkflowTools": ".tools",
-         "Event": ".protocol", "RunReport": ".report", "PromptReport": ".report",
+_LAZY = {"Discomfort": ".orchestrator", "DiscomfortPool": ".pool", "ComfyConnector": ".connector",
+         "WorkflowTools": ".tools", "Event": ".protocol", "RunReport": ".report", "PromptReport": ".report",
          "OutputFile": ".report", "Port": ".graph.ports"}
 
 
