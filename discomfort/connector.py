@@ -28,7 +28,14 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
 from .auth import TOKEN_ENV, TOKEN_HEADER, editor_url
-from .errors import ComfyServerDied, ComfyServerError, ComfyServerUnresponsive, ConfigError, RunTimeout
+from .errors import (
+    ComfyServerDied,
+    ComfyServerError,
+    ComfyServerUnresponsive,
+    ConfigError,
+    RunTimeout,
+    TokenError,
+)
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .jsonfile import read_json_object
 from .protocol import (
@@ -43,6 +50,7 @@ from .protocol import (
     prompt_reply,
     queue_state,
 )
+from .remote import RemoteStore, ServerValues, store_id
 from .server import MODEL_FOLDERS, ComfyServer
 from .store import default_root
 
@@ -70,6 +78,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # seconds is unresponsive: stopped or wedged. A long render still answers, so it is not.
     "unresponsive_timeout": 30.0,
     "token": None,              # an attached server's Discomfort token (else $DISCOMFORT_TOKEN)
+    "headers": {},              # sent on every request, HTTP and websocket (a proxy's Authorization)
+    "remote_lease_s": 60.0,     # a server on another machine drops our run this long after we go
 }
 LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
 RECONCILE_EVERY = 5             # ... and every this many polls asks the server's record
@@ -97,6 +107,13 @@ def load_connector_config(config_path: str | os.PathLike | None = None, **overri
     quiet = config["unresponsive_timeout"]
     if isinstance(quiet, bool) or not isinstance(quiet, (int, float)) or not quiet > 0:
         raise ConfigError(f"unresponsive_timeout must be a number of seconds > 0, got {quiet!r}")
+    headers = config["headers"]
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in headers.items()):
+        raise ConfigError(f"headers must map header names to strings, got {headers!r:.80}")
+    lease = config["remote_lease_s"]
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+        raise ConfigError(f"remote_lease_s must be a number of seconds > 0, got {lease!r}")
     port_range = config["port_range"]
     if port_range is not None and (not isinstance(port_range, list) or len(port_range) != 2):
         raise ConfigError(f"port_range must be [low, high], got {port_range!r}")
@@ -157,6 +174,8 @@ class ComfyConnector:
         self._last_heard = 0.0  # loop time of the server's last websocket message or HTTP reply
         self.cache_mode: str | None = None  # how the server caches, from its command line
         self.jobs_api = False  # the server has /api/jobs (ComfyUI >= 0.6): asked once per start
+        # An attached server that does not share our store keeps our values over HTTP:
+        self.remote: RemoteStore | None = None
         self._jobs_cancel = True  # ... and /api/jobs/{id}/cancel (>= 0.26), until it says 404
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -230,11 +249,17 @@ class ComfyConnector:
                 "and loaded again between runs (discomfort.last_run.executions("
                 "'CheckpointLoaderSimple') counts it); start that server with --cache-lru 32 to "
                 "keep models loaded", self.url, self.cache_mode)
-        if info.get("root") != str(default_root()):
+        theirs = info.get("store_id")
+        if info.get("root") == str(default_root()) and theirs in (None, store_id()):
+            return  # one store: values go through shared memory and files
+        values = ServerValues.from_info(info)
+        if not values.enabled:
             raise ComfyServerError(
-                f"{self.url} keeps runs under {info.get('root')}, this process under "
-                f"{default_root()}: start this process with DISCOMFORT_ROOT={info.get('root')} "
-                "(both must be the same user on the same machine)")
+                f"{self.url} keeps runs under {info.get('root')}, a store this process does not "
+                f"share (ours: {default_root()}), and cannot keep our values over HTTP: "
+                f"{values.reason}. On the same machine, start this process with "
+                f"DISCOMFORT_ROOT={info.get('root')} instead")
+        self.remote = RemoteStore(self, values, float(self.config["remote_lease_s"]))
 
     async def _has_jobs_api(self) -> bool:
         """Once per server: 0.3.x answers 404 to ``/api/jobs``, newer servers list jobs."""
@@ -305,7 +330,37 @@ class ComfyConnector:
     def _auth_headers(self) -> dict[str, str]:
         token = self.server.token if self.server else \
             (self.config["token"] or os.environ.get(TOKEN_ENV))
-        return {TOKEN_HEADER: token} if token else {}
+        headers = dict(self.config["headers"])
+        if token:
+            headers[TOKEN_HEADER] = token
+        return headers
+
+    def request_headers(self) -> dict[str, str]:
+        """What every request sends: the user's ``headers`` and the Discomfort token."""
+        return self._auth_headers()
+
+    @property
+    def http_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise ComfyServerError("this connector is not connected")
+        return self._session
+
+    def token_error(self, method: str, path: str, body: bytes) -> TokenError:
+        """What a 401 means: our token missing or wrong, or a proxy in front wanting credentials."""
+        if b"Discomfort token" not in body:
+            return TokenError(
+                f"{self.url} refused {method} {path} (HTTP 401) without naming the Discomfort "
+                "token: a proxy in front of it wants credentials; pass them as "
+                "headers={'Authorization': ...} to Discomfort.create")
+        if TOKEN_HEADER not in self._auth_headers():
+            return TokenError(
+                f"{self.url} refused {method} {path}: it needs its Discomfort token. Pass "
+                f"token=... to Discomfort.create, or set {TOKEN_ENV} (the value the server was "
+                "started with); none was sent")
+        return TokenError(
+            f"{self.url} refused {method} {path}: the Discomfort token sent is not this server's. "
+            f"Pass token=... to Discomfort.create, or set {TOKEN_ENV}, to the value the server "
+            "was started with")
 
     async def _request(self, method: str, path: str, body: Any = None, **kwargs) -> Any:
         if self._session is None:
@@ -316,10 +371,7 @@ class ComfyConnector:
                                              **kwargs) as response:
                 raw = await response.read()
                 if response.status == 401:
-                    raise ComfyServerError(
-                        f"{self.url} refused {method} {path}: it needs its Discomfort token. "
-                        f"Pass token=... to Discomfort.create, or set {TOKEN_ENV} (the value "
-                        "the server was started with)")
+                    raise self.token_error(method, path, raw)
                 if response.status >= 400:
                     raise _HTTPError(response.status, raw, response.headers.get("Content-Type", ""))
                 ctype = response.headers.get("Content-Type", "")

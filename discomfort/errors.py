@@ -15,6 +15,7 @@ __all__ = [
     "StoreMemoryError", "RefExportError", "ValueChangedError",
     "BindingError", "PortError",
     "ComfyServerError", "ComfyStartError", "ComfyInstallError", "ServeStateError",
+    "TokenError", "RemoteStoreError", "RemoteValueError", "RunExpiredError",
     "WorkflowError", "UnknownNodeTypesError",
     "ComfyServerUnresponsive", "ComfyServerDied", "PromptValidationError", "ExecutionError",
     "ExecutionInterrupted", "RunTimeout", "MissingInputsError", "UnknownInputError",
@@ -134,6 +135,32 @@ class ComfyInstallError(DiscomfortError, FileNotFoundError):
 
 class ServeStateError(DiscomfortError, ValueError):
     """The warm server's state file (``serve.json``) cannot be trusted or read (says why)."""
+
+
+class TokenError(ComfyServerError, PermissionError):
+    """The server refused us (HTTP 401): no token sent, the wrong one, or a proxy in front of it
+    wants credentials (the message names which, and what to pass)."""
+
+
+class RemoteStoreError(ComfyServerError):
+    """A server that keeps our values for us (another machine) refused a request on its value
+    routes: an id it does not allow, a value over its size limit or the run's byte budget, its
+    value routes turned off (the message says why). ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, log_tail: str = "", status: int | None = None):
+        super().__init__(message, log_tail)
+        self.status = status
+
+
+class RemoteValueError(DiscomfortError, TypeError):
+    """A value that cannot travel to or from a server on another machine: only tensors, numpy
+    arrays and plain JSON (str, int, float, bool, None, lists and dicts of those) do, never a
+    pickle. The message names the key."""
+
+
+class RunExpiredError(RemoteStoreError):
+    """The server no longer has our run: its lease was not renewed in time (the client was gone
+    or cut off) or the server restarted."""
 
 
 # --- workflows and conversion -------------------------------------------------------------

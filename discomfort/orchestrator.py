@@ -19,11 +19,12 @@ from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .graph.discover import check_acyclic
 from .graph.pass_by import load_rules
 from .graph.ports import Port
-from .graph.prepare import PreparedPrompt, prepare_prompt
+from .graph.prepare import PreparedPrompt, StoreView, prepare_prompt
 from .graph.refs import ancestors
 from .graph.seeds import advance_controlled_widgets
 from .inputs import check_inputs
 from .protocol import Event
+from .remote import RemoteRun, RemoteRuns
 from .report import OutputFile, PromptReport, RunReport
 from .store import WorkflowContext
 from .tools import WorkflowTools
@@ -42,6 +43,8 @@ class Discomfort:
         self.Worker = connector
         self.pass_by_rules = pass_by_rules or load_rules()
         self.last_run: RunReport | None = None
+        # A server on another machine: each context gets a run there (values over HTTP).
+        self._remote = RemoteRuns(connector.remote) if connector.remote is not None else None
 
     @classmethod
     async def create(cls, config_path: str | os.PathLike | None = None, *,
@@ -54,6 +57,8 @@ class Discomfort:
         return cls(await ComfyConnector.create(config_path, **server), rules)
 
     async def shutdown(self) -> None:
+        if self._remote is not None:
+            await self._remote.close()  # the server deletes our runs now, not when they expire
         await self.Worker.kill_api()
 
     async def __aenter__(self) -> Discomfort:
@@ -111,6 +116,8 @@ class Discomfort:
             return {uid: await asyncio.to_thread(ctx.load, uid) for uid in outputs}
         finally:
             if own_context:
+                if self._remote is not None:
+                    await self._remote.release(ctx)
                 await asyncio.to_thread(ctx.shutdown)  # deletes the run's files
 
     async def load_images(self, files: Sequence[OutputFile] | None = None, *,
@@ -146,8 +153,14 @@ class Discomfort:
         """One prompt: check and bind its ports, run it (within the run's ``deadline``, a loop
         time), prove every output arrived."""
         # Fingerprints may hash large values, frozen copies copy them: in a thread, so the
-        # websocket reader keeps going.
-        ready = await asyncio.to_thread(self._prepare, prompt, ctx, object_info, use_ram)
+        # websocket reader keeps going. A server on another machine reads a mirror of ctx: the
+        # values its ports read are uploaded as the pass asks for their fingerprints.
+        remote: RemoteRun | None = None
+        store: StoreView = ctx
+        if self._remote is not None:
+            remote = await self._remote.for_context(ctx)
+            store = remote.mirror(ctx, await remote.keys(), asyncio.get_running_loop())
+        ready = await asyncio.to_thread(self._prepare, prompt, ctx, store, object_info, use_ram)
         bound, out_ports, stamp = ready.prompt, ready.outputs, ready.stamp
         scope = asyncio.timeout_at(deadline)
         try:
@@ -171,19 +184,24 @@ class Discomfort:
         finally:
             if bar:
                 bar.close()
-        late = [p.unique_id for p in out_ports if ctx.get_stamp(p.unique_id) != stamp]
+        uids = [p.unique_id for p in out_ports]
+        stamps = await remote.stamps(uids) if remote else {uid: ctx.get_stamp(uid) for uid in uids}
+        late = [uid for uid in uids if stamps.get(uid) != stamp]
         if late:
             raise MissingOutputError(f"output port(s) {', '.join(map(repr, late))} wrote nothing in "
                                      f"prompt {prompt_id}: was something upstream muted or bypassed?")
+        if remote is not None:  # what the output ports wrote there, into the user's context
+            await remote.fetch_into(ctx, [uid for uid in uids if uid not in ready.recipes], stamp, use_ram)
         sources = ready.recipe_sources()
         for uid, recipe in ready.recipes.items():  # only now: a failed run keeps the previous one
             ctx.save(uid, recipe, pass_by="ref", source=sources[uid])
         return {p.unique_id: p for p in out_ports}
 
-    def _prepare(self, prompt: dict, ctx: WorkflowContext, object_info: dict,
+    def _prepare(self, prompt: dict, ctx: WorkflowContext, store: StoreView, object_info: dict,
                  use_ram: bool) -> PreparedPrompt:
-        """The graph core's pass, then the frozen copies its recipes read (before queueing)."""
-        ready = prepare_prompt(prompt, ctx, object_info, rules=self.pass_by_rules, use_ram=use_ram)
+        """The graph core's pass over ``store`` (``ctx``, or its mirror on a server on another
+        machine), then the frozen copies its recipes read (before queueing)."""
+        ready = prepare_prompt(prompt, store, object_info, rules=self.pass_by_rules, use_ram=use_ram)
         for key, source in ready.copies.items():
             ctx.save(key, ctx.load(source))
         return ready

@@ -1,8 +1,11 @@
 """What the node package adds to a running ComfyUI besides its nodes.
 
 - ``GET /discomfort/info``: the handshake a connector checks before it trusts the server (the
-  store root both sides must share, and the versions), and which copy of the library the
-  server loaded (``library``: a checkout's ``discomfort/`` or an installed wheel's);
+  store root and its id, which tell whether both sides share a store, and the versions), which
+  copy of the library the server loaded (``library``: a checkout's ``discomfort/`` or an
+  installed wheel's), and whether the value routes are on;
+- ``/discomfort/v1/...``: a run's values over HTTP, for a client on another machine
+  (``value_routes.py``);
 - a watchdog that stops a managed server when the process that started it is gone;
 - when the server was given a token (a managed server always is), a middleware that refuses
   every request without it, ComfyUI's own routes included (``discomfort/auth.py``).
@@ -88,9 +91,17 @@ def register_routes() -> bool:
         return False
     from aiohttp import web
 
+    from ..remote import store_id
+    from .value_routes import ValueRoutes, listen_addresses
+
+    values = ValueRoutes(auth.server_token(), listen_addresses())
+    values.register(prompt_server.routes)
+
     @prompt_server.routes.get("/discomfort/info")
     async def _info(_request):
-        return web.json_response(server_info())
+        # store_id: a client with the same root path on another machine is not sharing ours;
+        # values: whether a client that does not share it can keep its values here (and why not)
+        return web.json_response(dict(server_info(), store_id=store_id(), values=values.info()))
 
     return True
 

@@ -1,0 +1,82 @@
+"""A ComfyUI that cannot share our store: "another machine" for the remote tests and benchmark.
+
+It is started by a helper process of its own whose ``DISCOMFORT_ROOT`` is a store root of its
+own, and listens on another loopback address (127.0.0.2), so nothing the client keeps is
+reachable to it but over HTTP. The helper prints the server's URL and token, and stops the
+server when its stdin closes (or when it dies: the server's watchdog follows it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+REMOTE_HOST = "127.0.0.2"
+
+_HELPER = textwrap.dedent("""
+    import json, sys
+    from discomfort.server import ComfyServer
+    spec = json.loads(sys.argv[1])
+    server = ComfyServer(listen=spec["listen"], token=spec["token"], node_packages=spec["packages"],
+                         model_paths=spec["model_paths"], env=spec["env"],
+                         extra_args=["--cache-lru", "32"])
+    server.start()
+    print(json.dumps({"url": server.url, "pid": server.pid}), flush=True)
+    try:
+        sys.stdin.read()   # until the test closes it
+    finally:
+        server.stop()
+""")
+
+
+class RemoteComfy:
+    """The helper process and what it says about its server."""
+
+    def __init__(self, root: Path, token: str, *, listen: str = REMOTE_HOST,
+                 model_paths: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                 start_timeout: float = 180.0):
+        self.root = root
+        self.token = token
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        spec = {"listen": listen, "token": token, "packages": [str(TESTS / "comfy_test_pack")],
+                "model_paths": model_paths or {}, "env": dict(env or {}, DISCOMFORT_ROOT=str(root))}
+        child_env = dict(os.environ, DISCOMFORT_ROOT=str(root))
+        child_env.pop("DISCOMFORT_TOKEN", None)
+        self.process = subprocess.Popen([sys.executable, "-c", _HELPER, json.dumps(spec)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env=child_env)
+        deadline = time.monotonic() + start_timeout
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline() if self.process.stdout else ""
+            if line.startswith("{") or self.process.poll() is not None:
+                break
+        if not line.startswith("{"):
+            self.stop()
+            raise RuntimeError(f"the remote ComfyUI did not start: {line!r}")
+        info = json.loads(line)
+        self.url: str = info["url"]
+
+    @property
+    def contexts(self) -> Path:
+        """Where the server keeps its runs (the test may look: it is "another machine")."""
+        return self.root / "contexts"
+
+    def run_dirs(self) -> set[str]:
+        return {p.name for p in self.contexts.iterdir()} if self.contexts.is_dir() else set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            if self.process.stdin:
+                self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -1,0 +1,329 @@
+"""A ComfyUI on "another machine": a server with a store root of its own, on another loopback
+address, reached only over HTTP. Values travel through its /discomfort/v1 routes (never a
+pickle); loops, references, stitching and files work as with a local server; its token is
+required; bad ids and bodies are refused before anything is touched; a run whose client is
+gone expires."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from remote_support import REMOTE_HOST, RemoteComfy
+
+from conftest import model_paths
+from discomfort import Discomfort, WorkflowTools as Tools
+from discomfort.auth import TOKEN_HEADER, new_token
+from discomfort.errors import RemoteStoreError, RemoteValueError, TokenError
+from discomfort.store import default_root
+
+pytestmark = pytest.mark.server
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+SMALL = {"steps": 2, "width": 64, "height": 64}
+IMAGE = torch.rand(1, 16, 16, 3)
+API_PREFIX = "/discomfort/v1"
+
+
+def api(*nodes: tuple) -> dict:
+    return {str(i): {"class_type": kind, "inputs": inputs} for i, (kind, inputs) in enumerate(nodes, 1)}
+
+
+INVERT = api(("DiscomfortInput", {"unique_id": "img"}), ("ImageInvert", {"image": ["1", 0]}),
+             ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "img"}))
+
+
+@pytest.fixture(scope="module")
+def remote(model_dir, tmp_path_factory):
+    """The other machine: its own store root, 127.0.0.2, a token, small limits."""
+    root = tmp_path_factory.mktemp("remote-machine") / "store"
+    server = RemoteComfy(root, new_token(), model_paths=model_paths(model_dir),
+                         env={"DISCOMFORT_MAX_VALUE_MB": "100", "DISCOMFORT_RUN_BUDGET_MB": "160"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(remote):
+    discomfort = await Discomfort.create(url=remote.url, token=remote.token)
+    try:
+        yield discomfort
+    finally:
+        await discomfort.shutdown()
+
+
+def _local_run_dirs() -> set[str]:
+    contexts = default_root() / "contexts"
+    return {p.name for p in contexts.iterdir()} if contexts.is_dir() else set()
+
+
+def http(remote, method: str, path: str, body: bytes | None = None, *, token: str | None = "",
+         content_type: str | None = None, timeout: float = 30) -> tuple[int, dict]:
+    """One raw request to the remote server: (status, JSON reply)."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    token = remote.token if token == "" else token
+    if token:
+        headers[TOKEN_HEADER] = token
+    request = urllib.request.Request(remote.url + path, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"raw": raw.decode(errors="replace")}
+
+
+# --- values through a server that shares nothing with us ------------------------------------
+
+async def test_a_five_iteration_loop_carries_an_image_and_no_value_goes_through_our_files(client, remote):
+    assert remote.url.startswith(f"http://{REMOTE_HOST}:")
+    before_local, before_remote = _local_run_dirs(), remote.run_dirs()
+    with client.Context() as context:
+        context.save("img", IMAGE)
+        result = await client.run([INVERT], context=context, iterations=5, progress=False)
+        assert len(client.last_run.prompts) == 5
+        assert torch.allclose(result["img"], 1 - IMAGE)       # inverted five times
+        assert torch.allclose(context.load("img"), 1 - IMAGE)  # ... into the user's own context
+        # The server kept the run under its own root; none of its runs is under ours, and our
+        # context is not under its root: the values went over HTTP.
+        theirs = remote.run_dirs() - before_remote
+        assert theirs, "the server kept no run of its own"
+        assert not theirs & _local_run_dirs()
+        assert context.run_id not in remote.run_dirs()
+        assert context.path.is_relative_to(default_root())
+        assert not Path(context.path).is_relative_to(remote.root)
+    assert _local_run_dirs() - before_local <= {context.run_id}
+
+
+def wf(name: str) -> str:
+    return str(WORKFLOWS / f"{name}.json")
+
+
+async def test_a_model_kept_by_reference_loads_once_over_ten_runs_and_stitched_parts_agree(
+        client, fresh_checkpoint):
+    loads, images = 0, {}
+    with client.Context() as context:
+        await client.run([wf("load_checkpoint")], inputs={"checkpoint": fresh_checkpoint},
+                         context=context, progress=False)
+        loads += client.last_run.executions("CheckpointLoaderSimple")
+        assert context.load("model")["format"] == "discomfort-recipe/1"  # kept here, as JSON
+        for seed in range(10):
+            result = await client.run([wf("sample")], context=context, progress=False, inputs={
+                "prompt": "a lighthouse at dusk", "negative": "text", "seed": seed, **SMALL})
+            loads += client.last_run.executions("CheckpointLoaderSimple")
+            images[seed] = result["image"]
+    assert loads == 1  # the loader ran once, on the other machine, for all eleven prompts
+    assert len({images[s].sum().item() for s in images}) == 10
+    assert images[0].shape == (1, 64, 64, 3)
+
+    # The two parts stitched into one prompt give the same image (and still no reload).
+    joined = Tools.stitch_workflows([wf("load_checkpoint"), wf("sample")],
+                                    delete_input_ports=True, delete_output_ports=True)["stitched_workflow"]
+    result = await client.run([joined], progress=False, inputs={
+        "checkpoint": fresh_checkpoint, "prompt": "a lighthouse at dusk", "negative": "text",
+        "seed": 3, **SMALL})
+    assert torch.equal(result["image"], images[3])
+
+
+async def test_an_uploaded_file_goes_in_and_saved_images_come_back(client, tmp_path):
+    from PIL import Image
+
+    picture = (np.random.default_rng(1).random((24, 32, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "remote-in.png"
+    Image.fromarray(picture).save(path)
+    uploaded = await client.Worker.upload_data(path, overwrite=True)
+    prompt = api(("LoadImage", {"image": uploaded["name"]}),
+                 ("SaveImage", {"images": ["1", 0], "filename_prefix": "remote"}),
+                 ("DiscomfortOutput", {"value": ["1", 0], "unique_id": "loaded"}))
+    result = await client.run([prompt], progress=False)
+    assert torch.equal(result["loaded"], torch.from_numpy(picture).float().div(255)[None])
+    [saved] = client.last_run.images
+    assert saved.filename.startswith("remote")
+    [back] = await client.load_images()
+    assert torch.equal(back, result["loaded"])
+
+
+# --- the client API: values and their wire format ---------------------------------------------
+
+async def test_values_of_each_allowed_kind_round_trip_and_others_are_refused_by_name(client, remote):
+    run = await client.Worker.remote.create_run(lease_s=30)
+    try:
+        values = {"t": torch.arange(12, dtype=torch.bfloat16).reshape(3, 4),
+                  "a": np.arange(6, dtype=">i2").reshape(2, 3), "z": np.zeros((0, 3), np.float32),
+                  "s": "a lighthouse", "n": None, "j": {"steps": 4, "cfg": 7.5, "tags": ["a", True]}}
+        for key, value in values.items():
+            await run.put(key, value)
+        for key, value in values.items():
+            back = await run.get(key)
+            if isinstance(value, torch.Tensor):
+                assert back.dtype == value.dtype and torch.equal(back, value)
+            elif isinstance(value, np.ndarray):
+                assert back.dtype == value.dtype and np.array_equal(back, value)
+            else:
+                assert back == value
+        listed = await run.keys()
+        assert sorted(listed) == sorted(values)
+        assert listed["t"]["shape"] == [3, 4] and listed["t"]["fingerprint"].startswith("b2:")
+        for bad in ({1, 2}, b"bytes", object(), float("nan"), {1: "int key"}):
+            with pytest.raises(RemoteValueError, match=r"'bad'.*allowed"):
+                await run.put("bad", bad)
+        assert "bad" not in await run.keys()
+        await run.delete("s")
+        assert "s" not in await run.keys()
+    finally:
+        await run.close()
+    assert run.run_id not in remote.run_dirs()  # closed: the server deleted it
+
+
+# --- the token ---------------------------------------------------------------------------------
+
+async def test_a_missing_or_wrong_token_is_a_typed_error_naming_the_fix(remote, monkeypatch):
+    monkeypatch.delenv("DISCOMFORT_TOKEN", raising=False)
+    with pytest.raises(TokenError, match="needs its Discomfort token. Pass token="):
+        await Discomfort.create(url=remote.url)
+    with pytest.raises(TokenError, match="not this server's. Pass token="):
+        await Discomfort.create(url=remote.url, token=new_token())
+    for method, path in (("POST", "/runs"), ("GET", "/runs/run-1/keys"), ("PUT", "/runs/run-1/value?key=a")):
+        status, _ = http(remote, method, API_PREFIX + path, b"{}", token=None,
+                         content_type="application/json")
+        assert status == 401, (method, path)
+        status, _ = http(remote, method, API_PREFIX + path, b"{}", token=new_token(),
+                         content_type="application/json")
+        assert status == 401, (method, path)
+
+
+# --- hostile bodies and ids ----------------------------------------------------------------------
+
+class _Touch:
+    """Unpickling this creates the file it names: the proof a pickle was (not) unpickled."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_posted_to_a_value_route_is_refused_without_being_unpickled(remote, tmp_path):
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(_Touch(str(marker)))
+    status, reply = http(remote, "POST", API_PREFIX + "/runs", b'{"lease_s": 30}',
+                         content_type="application/json")
+    assert status == 201
+    run = API_PREFIX + f"/runs/{reply['run_id']}"
+    try:
+        for content_type in ("application/python-pickle", "application/octet-stream", None,
+                             "application/json", "application/x-discomfort-array"):
+            status, reply = http(remote, "PUT", run + "/value?key=evil", payload,
+                                 content_type=content_type)
+            assert status in (400, 415), (content_type, status, reply)
+            assert "'evil'" in reply["error"], reply
+            assert ("allowed" in reply["error"] or "array" in reply["error"]), reply
+        assert not marker.exists()  # nothing was unpickled
+        status, reply = http(remote, "GET", run + "/keys")
+        assert status == 200 and reply["keys"] == {}  # and nothing was stored
+    finally:
+        http(remote, "DELETE", run)
+
+
+def test_path_like_and_oversized_ids_and_values_are_refused_before_anything_is_touched(remote):
+    before = remote.run_dirs()
+    for run_id in ("..", "...%2F..%2Fetc", "a%2Fb", ".hidden", "x" * 65, "run%00"):
+        status, reply = http(remote, "GET", API_PREFIX + f"/runs/{run_id}/keys")
+        assert status in (400, 404), (run_id, status, reply)
+        if status == 400:
+            assert "run_id" in reply["error"]
+    status, reply = http(remote, "POST", API_PREFIX + "/runs", b'{"lease_s": 30}',
+                         content_type="application/json")
+    run = API_PREFIX + f"/runs/{reply['run_id']}"
+    try:
+        for key in ("x" * 129, "", "tab%09key"):
+            status, reply = http(remote, "PUT", run + f"/value?key={key}", b'{"kind":"json","value":1}',
+                                 content_type="application/json")
+            assert status == 400 and "unique_id" in reply["error"], (key, status, reply)
+        # An array header that claims 200 MB (this server allows 100 per value) is refused
+        # before its payload is read (none is sent).
+        from discomfort.remote import array_frame
+
+        claim = array_frame({"kind": "numpy", "dtype": "<f4", "shape": [50, 1024, 1024], "n": 200 * 2**20})
+        status, reply = http(remote, "PUT", run + "/value?key=big", claim,
+                             content_type="application/x-discomfort-array")
+        assert status == 413 and "'big'" in reply["error"] and "DISCOMFORT_MAX_VALUE_MB" in reply["error"]
+        lying = array_frame({"kind": "numpy", "dtype": "<f4", "shape": [4], "n": 999})
+        status, reply = http(remote, "PUT", run + "/value?key=lie", lying + b"\0" * 999,
+                             content_type="application/x-discomfort-array")
+        assert status == 400 and "does not match" in reply["error"]
+        status, reply = http(remote, "GET", run + "/keys")
+        assert reply["keys"] == {}
+    finally:
+        http(remote, "DELETE", run)
+    assert remote.run_dirs() <= before | set()  # the refused ids made no directory
+
+
+async def test_a_run_over_its_byte_budget_is_refused_naming_the_limit(client):
+    run = await client.Worker.remote.create_run(lease_s=30)
+    try:
+        await run.put("first", torch.zeros(20, 1024, 1024))            # 80 MB of the 160 MB budget
+        with pytest.raises(RemoteStoreError, match="over its budget.*DISCOMFORT_RUN_BUDGET_MB") as caught:
+            await run.put("second", torch.zeros(24, 1024, 1024))       # 96 MB more: over
+        assert caught.value.status == 413
+        assert sorted(await run.keys()) == ["first"]
+        await run.put("first", torch.zeros(24, 1024, 1024))            # replacing a key frees its bytes
+    finally:
+        await run.close()
+
+
+# --- leases --------------------------------------------------------------------------------------
+
+def test_a_client_that_vanishes_has_its_run_expire_while_a_live_one_keeps_it(remote):
+    code = textwrap.dedent(f"""
+        import asyncio, sys
+        from discomfort import Discomfort
+
+        async def main():
+            discomfort = await Discomfort.create(url={remote.url!r}, token={remote.token!r},
+                                                 remote_lease_s=1.0)
+            run = await discomfort.Worker.remote.create_run()
+            await run.put("kept", "while I live")
+            print(run.run_id, flush=True)
+            await asyncio.sleep(600)
+
+        asyncio.run(main())
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = child.stdout.readline().strip()
+        assert run_id.startswith("run-"), run_id
+        time.sleep(3.5)  # three and a half leases: renewed all along
+        status, reply = http(remote, "GET", API_PREFIX + f"/runs/{run_id}/keys")
+        assert status == 200 and "kept" in reply["keys"]
+        assert run_id in remote.run_dirs()
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # the client vanishes: no goodbye, no renewal
+        child.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, reply = http(remote, "GET", API_PREFIX + f"/runs/{run_id}/keys")
+        if status == 404:
+            break
+        time.sleep(0.2)
+    assert status == 404 and "lease" in reply["error"]
+    assert run_id not in remote.run_dirs()  # its values are deleted on the server, too
