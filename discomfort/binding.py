@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,8 +108,8 @@ def parse_run_location(extra_pnginfo: Any) -> tuple[str, str]:
 
 
 def bind_prompt(prompt: dict, context, stamp: str | None = None, *, use_ram: bool = True,
-                list_outputs: set[str] = frozenset(),
-                ref_outputs: set[str] = frozenset()) -> tuple[dict, dict, str]:
+                list_outputs: Set[str] = frozenset(),
+                ref_outputs: Set[str] = frozenset()) -> tuple[dict, dict, str]:
     """Bind every port of an API prompt to ``context``.
 
     Returns the bound prompt (a copy), the ``extra_data`` to post with it, and the stamp the

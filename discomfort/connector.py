@@ -21,7 +21,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import aiohttp
 from websockets.asyncio.client import connect as ws_connect
@@ -33,8 +33,13 @@ from .errors import (
     ComfyServerError,
     ComfyServerUnresponsive,
     ConfigError,
+    InvalidArgumentError,
+    NoSuchFileError,
     RunTimeout,
     TokenError,
+    UnknownPromptError,
+    UploadExistsError,
+    WrongTypeError,
 )
 from .graph import check_node_types, is_api_format, load_workflow, ui_to_api
 from .jsonfile import read_json_object
@@ -435,7 +440,13 @@ class ComfyConnector:
                            on_event: Callable[[Event], None] | None = None) -> dict:
         """Run one workflow (``use_workflow_json``: a path or dict in either format) or one API
         prompt dict, and return its history entry."""
-        prompt = await self.get_prompt_from_workflow(payload) if use_workflow_json else payload
+        if use_workflow_json:
+            prompt = await self.get_prompt_from_workflow(payload)
+        elif isinstance(payload, dict):
+            prompt = payload
+        else:
+            raise WrongTypeError(f"use_workflow_json=False takes an API prompt dict, not a "
+                                 f"{type(payload).__name__}")
         prompt_id = await self.queue(prompt, extra_data)
         return await self.wait(prompt_id, timeout=timeout, on_event=on_event)
 
@@ -487,7 +498,7 @@ class ComfyConnector:
     def _tracker(self, prompt_id: str) -> PromptTracker:
         tracker = self._trackers.get(prompt_id)
         if tracker is None:
-            raise KeyError(f"prompt {prompt_id} was not queued by this connector")
+            raise UnknownPromptError(f"prompt {prompt_id} was not queued by this connector")
         return tracker
 
     async def _follow(self, tracker: PromptTracker, timeout: float | None) -> AsyncIterator[Event]:
@@ -575,6 +586,15 @@ class ComfyConnector:
                 await self.interrupt(prompt_id)
         except (TimeoutError, ComfyServerError) as exc:  # either way: the caller's deadline first
             log.warning("discomfort: could not interrupt prompt %s: %s", prompt_id, exc)
+
+    @overload
+    async def wait(self, prompt_id: str, timeout: float | None = None,
+                   on_event: Callable[[Event], None] | None = None,
+                   history: Literal[True] = True) -> dict: ...
+
+    @overload
+    async def wait(self, prompt_id: str, timeout: float | None = None,
+                   on_event: Callable[[Event], None] | None = None, history: bool = True) -> dict | None: ...
 
     async def wait(self, prompt_id: str, timeout: float | None = None,
                    on_event: Callable[[Event], None] | None = None, history: bool = True) -> dict | None:
@@ -702,7 +722,7 @@ class ComfyConnector:
         into that folder of a managed server. Returns ``{"name", "subfolder", "type"}``."""
         source = Path(source_path)
         if not source.is_file():
-            raise FileNotFoundError(f"nothing to upload at {source}")
+            raise NoSuchFileError(f"nothing to upload at {source}")
         await self._ensure_running()
         if folder_type in ("input", "temp", "output"):
             form = aiohttp.FormData()
@@ -716,15 +736,15 @@ class ComfyConnector:
                 self._track_ephemeral(Path(folder_type) / result.get("subfolder", "") / result["name"])
             return result
         if folder_type not in MODEL_FOLDERS:
-            raise ValueError(f"folder_type {folder_type!r} is neither input/temp/output nor a "
-                             f"model folder ({', '.join(MODEL_FOLDERS)})")
+            raise InvalidArgumentError(f"folder_type {folder_type!r} is neither input/temp/output "
+                                       f"nor a model folder ({', '.join(MODEL_FOLDERS)})")
         if self.server is None:
             raise ComfyServerError(
                 "models can be copied only into a managed server's folders; for an attached "
                 f"server, put {source.name} into its models/{folder_type} folder yourself")
-        target = self.server.state_dir / "models" / folder_type / (subfolder or "") / source.name
+        target = self.server.folder("models") / folder_type / (subfolder or "") / source.name
         if target.exists() and not overwrite:
-            raise FileExistsError(f"{target.name} is already in {folder_type}; pass overwrite=True")
+            raise UploadExistsError(f"{target.name} is already in {folder_type}; pass overwrite=True")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         if is_ephemeral:
@@ -736,9 +756,7 @@ class ComfyConnector:
         if self.server is None:
             raise ComfyServerError("ephemeral uploads need a managed server: an attached "
                                    "server's files cannot be removed over its API")
-        folder = relative.parts[0]
-        base = self.server.output_path if folder == "output" else self.server.state_dir / folder
-        self._ephemeral.append(base / Path(*relative.parts[1:]))
+        self._ephemeral.append(self.server.folder(relative.parts[0]) / Path(*relative.parts[1:]))
 
     async def fetch_file(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
         """The bytes of a file the server wrote (as named in a history entry's outputs)."""
@@ -746,8 +764,8 @@ class ComfyConnector:
         try:
             return await self._request("GET", "/view", params=params)
         except _HTTPError as exc:
-            raise FileNotFoundError(f"the server has no {folder_type} file {subfolder}/{filename} "
-                                    f"(HTTP {exc.status})") from None
+            raise NoSuchFileError(f"the server has no {folder_type} file {subfolder}/{filename} "
+                                  f"(HTTP {exc.status})") from None
 
     # --- the websocket --------------------------------------------------------------------
 

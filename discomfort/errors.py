@@ -15,11 +15,13 @@ __all__ = [
     "StoreMemoryError", "RefExportError", "ValueChangedError",
     "BindingError", "PortError",
     "ComfyServerError", "ComfyStartError", "ComfyInstallError", "ServeStateError",
+    "NoSuchFileError", "UploadExistsError",
     "TokenError", "RemoteStoreError", "RemoteValueError", "RunExpiredError",
     "WorkflowError", "UnknownNodeTypesError",
     "ComfyServerUnresponsive", "ComfyServerDied", "PromptValidationError", "ExecutionError",
     "ExecutionInterrupted", "RunTimeout", "MissingInputsError", "UnknownInputError",
     "UnusedInputError", "PortTypeError", "MissingOutputError", "PromptLost",
+    "UnknownPromptError", "PromptNotEndedError",
 ]
 
 
@@ -135,6 +137,16 @@ class ComfyInstallError(DiscomfortError, FileNotFoundError):
 
 class ServeStateError(DiscomfortError, ValueError):
     """The warm server's state file (``serve.json``) cannot be trusted or read (says why)."""
+
+
+class NoSuchFileError(DiscomfortError, FileNotFoundError):
+    """A file that is not there: nothing to upload at a path, or no such file on the server to
+    fetch (the message names it)."""
+
+
+class UploadExistsError(DiscomfortError, FileExistsError):
+    """An upload into a model folder that already holds a file of that name: pass
+    ``overwrite=True`` to replace it."""
 
 
 class TokenError(ComfyServerError, PermissionError):
@@ -299,3 +311,15 @@ class MissingOutputError(PortError):
 class PromptLost(ComfyServerError):
     """A queued prompt the server no longer knows: neither queued, running nor in its history
     (the server was restarted, its queue cleared, or someone else deleted the prompt)."""
+
+
+class UnknownPromptError(DiscomfortError, KeyError):
+    """A prompt id the connector does not follow: it did not queue it, or its result was
+    already read."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of its argument
+        return str(self.args[0]) if self.args else ""
+
+
+class PromptNotEndedError(DiscomfortError, RuntimeError):
+    """The result of a prompt that has not ended yet was asked for."""

@@ -19,7 +19,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ExecutionError, ExecutionInterrupted, PromptLost, PromptValidationError
+from .errors import (
+    ExecutionError,
+    ExecutionInterrupted,
+    PromptLost,
+    PromptNotEndedError,
+    PromptValidationError,
+)
 
 FINAL_MESSAGES = ("execution_success", "execution_error", "execution_interrupted")
 
@@ -355,7 +361,7 @@ class PromptTracker:
         if self.error is not None:
             raise self.error
         if self.outcome is None:
-            raise RuntimeError(f"prompt {self.prompt_id} has not ended yet")
+            raise PromptNotEndedError(f"prompt {self.prompt_id} has not ended yet")
         return self.outcome
 
     # --- internals ---------------------------------------------------------------------------

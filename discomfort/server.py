@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__, protocol
@@ -35,6 +36,7 @@ PORT_ATTEMPTS = 3
 POLL_S = 0.1
 REQUEST_TIMEOUT_S = 10.0   # run_prompt: a server that answers no request this long is unresponsive
 INTERRUPT_GRACE_S = 1.5    # how long a timed-out run_prompt may spend stopping its prompt
+LOG_NAME = "comfyui.log"   # the server's log, in its state dir
 
 
 # Model folders every managed server gets under its state dir, so files can be copied in.
@@ -53,7 +55,8 @@ def free_port(host: str = "127.0.0.1", port_range: tuple[int, int] | None = None
             except OSError:
                 continue
             return sock.getsockname()[1]
-    raise ComfyStartError(f"no free port in {port_range[0]}-{port_range[1]} on {host}")
+    where = f"in {port_range[0]}-{port_range[1]}" if port_range else "at all"
+    raise ComfyStartError(f"no free port {where} on {host}")
 
 
 def http_json(url: str, body: dict | None = None, timeout: float = 10.0, token: str | None = None):
@@ -76,8 +79,8 @@ class ComfyServer:
                  listen: str = "127.0.0.1", port: int | None = None,
                  port_range: tuple[int, int] | None = None, cpu: bool = True,
                  extra_args: tuple[str, ...] | list[str] = (), start_timeout: float = 120.0,
-                 env: dict[str, str] | None = None, node_packages: list[os.PathLike] = (),
-                 model_paths: dict[str, os.PathLike] | None = None,
+                 env: dict[str, str] | None = None, node_packages: Sequence[str | os.PathLike] = (),
+                 model_paths: Mapping[str, str | os.PathLike] | None = None,
                  output_dir: str | os.PathLike | None = None, token: str | None = None):
         self.comfyui_path = find_comfyui(comfyui_path)
         self.python = python or default_python(self.comfyui_path)
@@ -116,7 +119,7 @@ class ComfyServer:
 
     @property
     def log_path(self) -> Path | None:
-        return self.state_dir / "comfyui.log" if self.state_dir else None
+        return self.state_dir / LOG_NAME if self.state_dir else None
 
     @property
     def output_path(self) -> Path | None:
@@ -125,6 +128,13 @@ class ComfyServer:
         if self.output_dir is not None:
             return self.output_dir
         return self.state_dir / "output" if self.state_dir else None
+
+    def folder(self, name: str) -> Path:
+        """Folder ``name`` (``output``, ``input``, ``temp``, ``models``...) of the started
+        server: ``output_dir`` for its output when one was given, else in its state dir."""
+        if name == "output" and self.output_dir is not None:
+            return self.output_dir
+        return self._state() / name
 
     @property
     def pid(self) -> int | None:
@@ -255,9 +265,12 @@ class ComfyServer:
         return ComfyServerError(message, self.log_tail())
 
     def log_tail(self, lines: int = 40) -> str:
+        log_path = self.log_path
+        if log_path is None:  # not started, or stopped
+            return ""
         try:
-            text = self.log_path.read_text(errors="replace")
-        except (OSError, AttributeError):
+            text = log_path.read_text(errors="replace")
+        except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
@@ -269,10 +282,17 @@ class ComfyServer:
 
     # --- internals ------------------------------------------------------------------------
 
+    def _state(self) -> Path:
+        """The state dir, which start() makes before anything is written or spawned."""
+        if self.state_dir is None:
+            raise ComfyServerError("this server has no state dir: start() it first")
+        return self.state_dir
+
     def _write_paths_config(self) -> Path:
-        nodes_dir = self.state_dir / "custom_nodes"
+        state_dir = self._state()
+        nodes_dir = state_dir / "custom_nodes"
         nodes_dir.mkdir()
-        package = node_package_root(build_in=self.state_dir)
+        package = node_package_root(build_in=state_dir)
         # Exactly one copy of the nodes (two cannot both register their routes): none of ours
         # if the ComfyUI's own custom_nodes has one, this checkout or another (the handshake
         # then checks that it runs our version).
@@ -284,13 +304,13 @@ class ComfyServer:
             name = "discomfort" if source == package else source.name
             (nodes_dir / name).symlink_to(source, target_is_directory=True)
         for sub in ("output", "input", "temp", "user"):
-            (self.state_dir / sub).mkdir()
+            (state_dir / sub).mkdir()
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-        folders = {folder: [self.state_dir / "models" / folder] for folder in MODEL_FOLDERS}
+        folders = {folder: [state_dir / "models" / folder] for folder in MODEL_FOLDERS}
         for folder, path in self.model_paths.items():
             folders.setdefault(folder, []).insert(0, path)
-        lines = ["discomfort:", f"    base_path: {json.dumps(str(self.state_dir))}",
+        lines = ["discomfort:", f"    base_path: {json.dumps(str(state_dir))}",
                  "    custom_nodes: custom_nodes"]
         for folder, paths in folders.items():
             for path in paths:
@@ -298,12 +318,12 @@ class ComfyServer:
             # ComfyUI reads one path per line of a value.
             lines.append(f"    {folder}: |")
             lines += [f"        {path}" for path in paths]
-        config = self.state_dir / "extra_model_paths.yaml"
+        config = state_dir / "extra_model_paths.yaml"
         config.write_text("\n".join(lines) + "\n")
         return config
 
     def _command(self, config: Path) -> list[str]:
-        s = self.state_dir
+        s = self._state()
         cmd = [self.python, str(self.comfyui_path / "main.py"),
                "--listen", self.listen, "--port", str(self.port),
                "--output-directory", str(self.output_path),
@@ -325,7 +345,7 @@ class ComfyServer:
         env.pop(TOKEN_FILE_ENV, None)
         env.update(self.env)
         env[TOKEN_ENV] = self.token  # never the caller's own: this server's secret
-        with open(self.log_path, "ab") as log:
+        with open(self._state() / LOG_NAME, "ab") as log:
             self.process = subprocess.Popen(
                 self._command(config), cwd=self.comfyui_path, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -372,17 +392,18 @@ class ComfyServer:
         if process is None:
             return
         if not _exited(process.pid):
-            self._signal_group(signal.SIGTERM)
+            self._signal_group(process.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace
             while not _exited(process.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        self._signal_group(signal.SIGKILL)  # the leader if it lingers, and anything it left
+        self._signal_group(process.pid, signal.SIGKILL)  # the leader if it lingers, and anything it left
         process.wait(timeout=grace)
         self.process = None
 
-    def _signal_group(self, sig: int) -> None:
+    @staticmethod
+    def _signal_group(pid: int, sig: int) -> None:
         try:
-            os.killpg(self.process.pid, sig)  # start_new_session: the group id is our child's pid
+            os.killpg(pid, sig)  # start_new_session: the group id is our child's pid
         except ProcessLookupError:
             pass
         except PermissionError as exc:

@@ -19,6 +19,7 @@ history; ``queue_pending`` is the queue while it waited).
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import sys
@@ -26,6 +27,8 @@ import threading
 import time
 import urllib.error
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from websockets.sync.client import connect
 
@@ -35,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 from discomfort.auth import TOKEN_HEADER  # noqa: E402
 from discomfort.server import ComfyServer  # noqa: E402
 
-IMAGE = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}}
+IMAGE: dict[str, Any] = {"class_type": "EmptyImage",
+                         "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}}
 
 
 def prompt(second: dict) -> dict:
@@ -147,10 +151,10 @@ def main() -> None:
     pack = ROOT / "tests" / "comfy_test_pack"
     with ComfyServer(node_packages=[pack]) as server:
         version = server.request("/system_stats")["system"]["comfyui_version"]
-        cases = [(name, lambda name=name, body=body: record(server, name, body))
-                 for name, body in CASES.items()]
-        cases += [("removed", lambda: record_removed(server)),
-                  ("jobs_probe", lambda: jobs_probe(server))]
+        cases: list[tuple[str, Callable[[], dict]]] = [
+            (name, functools.partial(record, server, name, body)) for name, body in CASES.items()]
+        cases += [("removed", functools.partial(record_removed, server)),
+                  ("jobs_probe", functools.partial(jobs_probe, server))]
         for name, make in cases:
             recorded = make()
             recorded["comfyui_version"] = version

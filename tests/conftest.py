@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from refs_support import make_compact_upscaler  # tests/ is on sys.path (pytest.ini)
 from sd_support import tiny_checkpoint, tiny_lora
 
@@ -76,7 +77,7 @@ class ServerClient:
         """Queue ``prompt`` (bound to ``context`` if given); return its history entry."""
         from discomfort.binding import bind_prompt
 
-        extra = {}
+        extra: dict = {}
         if context is not None:
             prompt, extra, _ = bind_prompt(prompt, context)
         return self.server.run_prompt(prompt, extra, timeout=timeout)
@@ -85,7 +86,9 @@ class ServerClient:
     def status_of(entry: dict) -> str:
         from discomfort.protocol import history_outcome
 
-        return history_outcome(entry).type
+        outcome = history_outcome(entry)
+        assert outcome is not None, entry
+        return outcome.type
 
     @staticmethod
     def message(entry: dict, kind: str) -> dict:

@@ -14,6 +14,7 @@ import json
 import pathlib
 import random
 import re
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,10 @@ def refuses_or_fixes_unfit_values(got: dict, expected: dict) -> bool:
     flagged = {node for node, _ in unfit}
     if "__error__" in got or set(got) != set(expected) or unfit_values(got):
         return False
-    links = lambda node: {k: v for k, v in node["inputs"].items() if isinstance(v, list)}
+
+    def links(node: dict) -> dict:
+        return {k: v for k, v in node["inputs"].items() if isinstance(v, list)}
+
     return all(got[n] == expected[n] if n not in flagged else
                (got[n]["class_type"] == expected[n]["class_type"]
                 and links(got[n]) == links(expected[n])) for n in expected)
@@ -282,7 +286,7 @@ def test_todays_templates_the_editor_mis_maps_are_refused(object_info, name):
 # --- renumbered inner ids, group nodes (1.58) -----------------------------------------------
 
 def test_renumbering_follows_the_editor_counter():
-    sg = {"id": "s", "nodes": [{"id": 2, "type": "A"}, {"id": 7, "type": "B"},
+    sg: dict[str, Any] = {"id": "s", "nodes": [{"id": 2, "type": "A"}, {"id": 7, "type": "B"},
                                {"id": 9, "type": "C"}],
           "links": [{"id": 1, "origin_id": 2, "origin_slot": 0, "target_id": 9, "target_slot": 0},
                     [2, 7, 0, 2, 0, "X"]],
@@ -332,6 +336,6 @@ def test_load_workflow_names_the_file_and_the_json_error(tmp_path):
         load_workflow(tmp_path / "list.json")
     with pytest.raises(WorkflowError, match="missing.json does not exist"):
         load_workflow(tmp_path / "missing.json")
-    workflow = {"nodes": [], "links": []}
+    workflow: dict = {"nodes": [], "links": []}
     assert load_workflow(workflow) is workflow
     assert ui_to_api(workflow, {}) == {}

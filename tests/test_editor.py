@@ -282,6 +282,7 @@ def test_snippet_command_copies_a_runnable_script(page, comfy):
 
     # The embedded workflow is the open one, and converts to the same prompt as the file.
     match = re.search(r'^WORKFLOW = json.loads\(r"""(.*)"""\)$', snippet, re.M)
+    assert match is not None, snippet
     workflow = json.loads(match.group(1))
     assert sorted(n["type"] for n in workflow["nodes"]) == sorted(
         n["type"] for n in json.loads(KALEIDOSCOPE.read_text())["nodes"])

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ from discomfort.errors import (
     UnknownInputError,
     WorkflowError,
 )
-from discomfort.protocol import history_outcome
+from discomfort.protocol import Event, history_outcome
 
 IMAGE = torch.rand(1, 4, 4, 3)
 
@@ -72,7 +73,7 @@ def test_unusual_tensors_are_stored_as_their_values_or_refused_before_anything_c
 
 @pytest.mark.server
 async def test_every_bad_call_fails_typed_and_fast_and_changes_nothing(app):
-    cases = [
+    cases: list[tuple[str, dict[str, Any], type[Exception]]] = [
         ("a wrongly shaped image", dict(inputs={"img": torch.rand(4, 4)}), PortTypeError),
         ("a uint8 numpy image", dict(inputs={"img": np.zeros((1, 4, 4, 3), np.uint8)}), PortTypeError),
         ("text for an image", dict(inputs={"img": "text"}), PortTypeError),
@@ -174,11 +175,11 @@ class CuttableProxy:
         self.target = (target.hostname, target.port)
         self.cut_off = False
         self.sockets: list[asyncio.StreamWriter] = []
-        self.server = None
+        self.server: asyncio.Server | None = None
 
     async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.server = server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
     def cut(self) -> None:
         self.cut_off = True
@@ -187,6 +188,7 @@ class CuttableProxy:
 
     async def stop(self) -> None:
         self.cut()
+        assert self.server is not None, "start() first"
         self.server.close()
         await self.server.wait_closed()
 
@@ -235,9 +237,11 @@ async def test_a_websocket_cut_mid_prompt_loses_no_outcome(app):
                 ("PreviewImage", {"images": ["3", 0]})))
             await asyncio.sleep(0.5)
             proxy.cut()  # the final events are never sent to us: only the history has them
-            started, events = time.monotonic(), []
+            started = time.monotonic()
+            events: list[Event] = []
             entry = await worker.wait(fine, timeout=60, on_event=events.append)
-            assert history_outcome(entry).type == "execution_success"
+            outcome = history_outcome(entry)
+            assert outcome is not None and outcome.type == "execution_success"
             assert [e.type for e in events if e.is_final] == ["execution_success"]
             with pytest.raises(ExecutionError, match="after the cut") as caught:
                 await worker.wait(failing, timeout=60)
@@ -378,7 +382,7 @@ async def test_the_owner_opens_the_editor_with_its_token_and_attaches_only_with_
     answer = conn.getresponse()
     cookie = answer.getheader("Set-Cookie")
     assert answer.status == 302 and answer.getheader("Location") == "/"
-    assert f"{TOKEN_COOKIE}={token}" in cookie and "HttpOnly" in cookie
+    assert cookie is not None and f"{TOKEN_COOKIE}={token}" in cookie and "HttpOnly" in cookie
     answer.read()
     conn.request("GET", "/system_stats", headers={"Cookie": f"{TOKEN_COOKIE}={token}"})
     assert conn.getresponse().status == 200

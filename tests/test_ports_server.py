@@ -177,7 +177,8 @@ def test_values_survive_a_sigkilled_server(start_comfy):
         assert torch.equal(ctx.load("disk_img"), image * 0.25)
         assert torch.allclose(ctx.load("out"), 1 - image)
         assert torch.equal(ctx.load("copied"), image * 0.25)
-        assert ctx.get_storage_info("out")["storage_type"] == "ram"
+        info = ctx.get_storage_info("out")
+        assert info is not None and info["storage_type"] == "ram"
 
 
 def test_the_tiny_upscale_model_runs_behind_a_port(comfy):

@@ -9,6 +9,7 @@ import copy
 import json
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +24,7 @@ from discomfort.protocol import (
     HISTORY,
     JOB,
     QUEUE,
+    Event,
     PromptTracker,
     history_entry,
     history_outcome,
@@ -31,6 +33,9 @@ from discomfort.protocol import (
     queue_state,
 )
 from discomfort.report import PromptReport
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 RECORDED = Path(__file__).parent / "fixtures" / "protocol"
 
@@ -61,7 +66,8 @@ def feed(tracker: PromptTracker, messages: list) -> list:
 def answer(tracker: PromptTracker, replies: dict) -> list[str]:
     """Answer what the tracker asks from ``replies`` (kind -> list of (status, body), used in
     order) until it asks nothing; the kinds it asked, in order."""
-    asked, replies = [], {kind: list(answers) for kind, answers in replies.items()}
+    asked: list[str] = []
+    replies = {kind: list(answers) for kind, answers in replies.items()}
     while (kind := tracker.wants()) is not None:
         assert len(asked) < 10, asked  # it must not ask forever
         asked.append(kind)
@@ -98,7 +104,8 @@ def test_each_recorded_sequence_ends_once_with_its_outcome(name, final, error):
             tracker.result()
     tracker.receive_history(case["history"])  # the record, read late, adds no second outcome
     feed(tracker, case["messages"])
-    assert tracker.events_received() == [] and tracker.outcome.type == final
+    assert tracker.events_received() == []
+    assert tracker.outcome is not None and tracker.outcome.type == final
     assert str(uuid.UUID(case["prompt_id"])) == case["prompt_id"]  # canonical ids
 
 
@@ -171,7 +178,7 @@ def test_a_disconnect_mid_prompt_is_recovered_from_the_jobs_api():
     tracker.check()
     assert answer(tracker, {JOB: [job("success_completed")]}) == [JOB]
     assert tracker.result().type == "execution_success"
-    assert tracker.job["outputs"]["3"]["images"][0]["type"] == "temp"
+    assert tracker.job is not None and tracker.job["outputs"]["3"]["images"][0]["type"] == "temp"
 
 
 def test_the_final_event_lost_but_history_has_it():
@@ -252,7 +259,8 @@ def test_a_polling_driver_gets_the_outcome_and_the_history_entry(jobs_api):
     asked = answer(tracker, {HISTORY: [(200, case["history"])],
                              JOB: [job("interrupted_cancelled")]})
     assert asked == ([JOB, HISTORY] if jobs_api else [HISTORY])  # the entry: from /history
-    assert history_outcome(tracker.entry).type == "execution_interrupted"
+    outcome = history_outcome(tracker.entry)
+    assert outcome is not None and outcome.type == "execution_interrupted"
     with pytest.raises(ExecutionInterrupted):
         tracker.result()
 
@@ -282,7 +290,8 @@ def test_a_finished_job_gives_the_same_outcome_as_the_history(name, error):
     by_history.receive_history(case["history"])
     for tracker in (by_job, by_history):
         [final] = tracker.events_received()
-        assert final.type == history_outcome(history_entry(case["history"], case["prompt_id"])).type
+        outcome = history_outcome(history_entry(case["history"], case["prompt_id"]))
+        assert outcome is not None and final.type == outcome.type
         if error is None:
             assert tracker.result() == final
         else:
@@ -331,6 +340,7 @@ def test_a_newer_servers_sequence_gives_the_same_outcome_and_report(name):
     old_tracker, new_tracker = tracker_for(case), tracker_for(case)
     old = report_of(case, feed(old_tracker, case["messages"]))
     new = report_of(case, feed(new_tracker, newer(case["messages"])))
+    assert new_tracker.outcome is not None and old_tracker.outcome is not None
     assert new_tracker.outcome.type == old_tracker.outcome.type
     assert type(new_tracker.error) is type(old_tracker.error)
     assert new.executed == old.executed and new.cached == old.cached
@@ -346,7 +356,9 @@ class NewerServer:
     only come from ``/api/jobs/{id}``), and records the routes asked."""
 
     def __init__(self, replies: list[tuple[int, dict]]):
-        self.replies, self.asked, self.sockets = list(replies), [], []
+        self.replies = list(replies)
+        self.asked: list[str] = []
+        self.sockets: list[web.WebSocketResponse] = []
         self.prompt_id: str | None = None
 
     async def start(self) -> str:
@@ -418,7 +430,7 @@ async def test_the_connector_follows_a_prompt_through_the_jobs_api(replies, erro
     try:
         assert connector.jobs_api is True  # detected from the /api/jobs list
         prompt_id = await connector.queue(PROMPT)
-        events = []
+        events: list[Event] = []
         if error is None:
             await connector.wait(prompt_id, timeout=20, on_event=events.append, history=False)
             assert [e.type for e in events] == ["execution_success"]

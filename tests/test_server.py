@@ -51,6 +51,7 @@ def test_a_start_deadline_is_kept():
 def test_stop_ends_the_whole_process_group_and_is_idempotent(comfy):
     server = ComfyServer().start()
     pid, state = server.pid, server.state_dir
+    assert pid is not None and state is not None
     assert psutil.Process(pid).is_running()
     server.stop()
     server.stop()

@@ -7,9 +7,7 @@ returns the run's value, an output stores its value there and leaves the prompt'
 
 from __future__ import annotations
 
-from ..binding import (
-    BINDING_INPUT, parse_input_binding, parse_output_binding, parse_run_location,
-)
+from ..binding import BINDING_INPUT, parse_input_binding, parse_output_binding, parse_run_location
 from ..errors import PortError, ValueChangedError
 from ..store import WorkflowContext
 from ..store.codec import is_plain_data

@@ -24,8 +24,7 @@ import sys
 import threading
 import time
 
-from .. import __version__
-from .. import auth
+from .. import __version__, auth
 from ..store import default_root
 from ..store.procs import alive
 

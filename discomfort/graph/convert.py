@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UnknownNodeTypesError, WorkflowError
+from ..errors import InvalidArgumentError, UnknownNodeTypesError, WorkflowError
 from .discover import check_port_links
 from .editor_titles import EDITOR_TITLES, EDITOR_TITLES_1_58
 from .group_nodes import expand_group_nodes
@@ -67,7 +67,7 @@ SR_PROPERTY = "Node name for S&R"
 
 @dataclass
 class Slot:
-    name: str
+    name: Any                   # as saved or defined: a string in any valid workflow
     type: Any
     link: int | None = None
     widget: str | None = None
@@ -77,12 +77,12 @@ class Widget:
     """One widget. A text-area widget holds its value as text, and a subgraph instance that
     promotes one shares it with the inner widget (the editor keeps one DOM element)."""
 
-    def __init__(self, name: str, value: Any, sent: bool = True, dynamic_prompts: bool = False,
-                 saved: bool = True, textarea: bool = False, shared: "Widget | None" = None,
+    def __init__(self, name: Any, value: Any, sent: bool = True, dynamic_prompts: bool = False,
+                 saved: bool = True, textarea: bool = False, shared: Widget | None = None,
                  spec: WidgetSpec | None = None):
         self.name, self.sent, self.saved, self.spec = name, sent, saved, spec
         self.dynamic_prompts, self.textarea, self.shared = dynamic_prompts, textarea, shared
-        self._value = None
+        self._value: Any = None
         if shared is None:
             self.value = value
 
@@ -102,10 +102,10 @@ class Widget:
 
 @dataclass(eq=False)
 class Node:
-    graph: "Graph"
+    graph: Graph
     data: dict
     id: str
-    type: str
+    type: Any                                   # as saved: a class, editor or subgraph id
     kind: str                                   # comfy | primitive | reroute | note | subgraph
     mode: int = 0
     title: str = ""
@@ -113,7 +113,7 @@ class Node:
     widgets: list[Widget] = field(default_factory=list)
     properties: dict = field(default_factory=dict)
     outputs: list = field(default_factory=list)     # output slot types
-    subgraph: "Graph | None" = None             # for subgraph instances: the definition
+    subgraph: Graph | None = None               # for subgraph instances: the definition
 
     def widget(self, name: Any) -> Widget | None:
         return next((w for w in self.widgets if w.name == name), None)
@@ -127,9 +127,8 @@ class Node:
 
     def input_link(self, slot: int) -> Link | None:
         """The link into input ``slot`` (None when unconnected or not in the links table)."""
-        if slot >= len(self.inputs) or self.inputs[slot].link is None:
-            return None
-        return self.graph.links.get(self.inputs[slot].link)
+        link_id = self.inputs[slot].link if slot < len(self.inputs) else None
+        return None if link_id is None else self.graph.links.get(link_id)
 
 
 class Graph:
@@ -169,15 +168,16 @@ class _Builder:
 
     def __init__(self, workflow: dict, defs: NodeDefs, editor: str = DEFAULT_EDITOR):
         self.defs, self.editor = defs, editor
-        self.definitions = {d.get("id"): d for d in
-                            ((workflow.get("definitions") or {}).get("subgraphs") or [])
-                            if isinstance(d, dict)}
-        self.subgraphs: dict[str, Graph] = {}
+        # By id as saved (a uuid string, unchecked), as node types name them.
+        self.definitions: dict[Any, dict] = {
+            d.get("id"): d for d in ((workflow.get("definitions") or {}).get("subgraphs") or [])
+            if isinstance(d, dict)}
+        self.subgraphs: dict[Any, Graph] = {}
         for sg_id in self.definitions:
             self.subgraph(sg_id)
         self.root = self.graph(workflow)
 
-    def subgraph(self, sg_id: str) -> Graph:
+    def subgraph(self, sg_id: Any) -> Graph:
         if sg_id not in self.subgraphs:
             definition = self.definitions[sg_id]
             self.subgraphs[sg_id] = Graph(definition, definition=definition, editor=self.editor)
@@ -209,7 +209,8 @@ class _Builder:
             values = raw.get("widgets_values")
             if node.kind == "primitive" and isinstance(values, list) and values:
                 node.widgets = [Widget("value", values[0])]
-        else:
+        else:  # a server class: _check_node_types found it among /object_info's (string) keys
+            assert isinstance(type_, str), type_
             self.comfy_node(node, self.defs.get(type_))
         saved_outputs = [o.get("type") if isinstance(o, dict) else None
                          for o in raw.get("outputs") or []]
@@ -221,7 +222,7 @@ class _Builder:
         if node.kind == "comfy":
             titles = EDITOR_TITLES_1_58 if self.editor == "1.58" else EDITOR_TITLES
             return titles.get(node.type) or self.defs.get(node.type).display_name
-        if node.kind == "subgraph":
+        if node.kind == "subgraph" and node.subgraph is not None:  # set with the kind
             return (node.subgraph.definition or {}).get("name") or node.type
         return node.type
 
@@ -240,7 +241,8 @@ class _Builder:
         values = node.data.get("widgets_values")
         if isinstance(values, list):
             saved_widgets = [w for w in node.widgets if w.saved]
-            for widget, value in zip(saved_widgets, migrate_widgets_values(node_def, values)):
+            for widget, value in zip(saved_widgets, migrate_widgets_values(node_def, values),
+                                     strict=False):
                 widget.value = value
         elif isinstance(values, dict) and self.editor == "1.58":
             # Values saved by name (an object, not a list): the editor 1.58 restores them by
@@ -256,6 +258,7 @@ class _Builder:
         taking its link from the saved input of the same name.
         """
         graph = node.subgraph
+        assert graph is not None, node.id  # set with the kind "subgraph"
         saved = {s.get("name"): s for s in node.data.get("inputs") or [] if isinstance(s, dict)}
         defined = [s.get("name") for s in graph.input_slots]
         node.inputs = [Slot(s.get("name"), s.get("type"), (saved.get(s.get("name")) or {})
@@ -281,7 +284,7 @@ class _Builder:
                 node.widgets.append(Widget(sg_input.get("name"), None, sent=False))
         values = node.data.get("widgets_values")
         if isinstance(values, list):
-            for widget, value in zip(node.widgets, values):
+            for widget, value in zip(node.widgets, values, strict=False):
                 widget.value = value
             self.apply_proxy_widget_values(node, values)
 
@@ -292,8 +295,10 @@ class _Builder:
         claimed = False
         for link_id in sg_input.get("linkIds") or []:
             link = graph.links.get(link_id)
-            target = graph.by_id.get(str(link.target_id)) if link else None
-            index = target.target_slot(link) if target is not None else -1
+            target = graph.by_id.get(str(link.target_id)) if link is not None else None
+            if link is None or target is None:
+                continue
+            index = target.target_slot(link)
             if not 0 <= index < len(target.inputs):
                 continue
             slot = target.inputs[index]
@@ -362,24 +367,26 @@ def renumber_colliding_inner_ids(workflow: dict) -> dict:
     workflow = copy.deepcopy(workflow)
     definitions = [d for d in workflow["definitions"]["subgraphs"] if isinstance(d, dict)]
     for definition in definitions:
-        remap = remaps.get(definition.get("id"))
-        if not remap:
+        new_ids = remaps.get(definition.get("id"))
+        if not new_ids:
             continue
         for node in definition.get("nodes") or []:  # each end is mapped once, old -> new
-            if isinstance(node, dict) and str(node.get("id")) in remap:
-                node["id"] = remap[str(node.get("id"))]
+            if isinstance(node, dict) and str(node.get("id")) in new_ids:
+                node["id"] = new_ids[str(node.get("id"))]
         for link in (definition.get("links") or []) + (definition.get("floatingLinks") or []):
-            _patch_link_ends(link, remap)
+            _patch_link_ends(link, new_ids)
         for widget in definition.get("widgets") or []:
-            if isinstance(widget, dict) and str(widget.get("id")) in remap:
-                widget["id"] = remap[str(widget.get("id"))]
+            if isinstance(widget, dict) and str(widget.get("id")) in new_ids:
+                widget["id"] = new_ids[str(widget.get("id"))]
     hosts = list(workflow.get("nodes") or []) + [n for d in definitions for n in d.get("nodes") or []]
     for node in hosts:
-        remap = remaps.get(node.get("type")) if isinstance(node, dict) else None
-        proxies = (node.get("properties") or {}).get("proxyWidgets") if remap else None
+        new_ids = remaps.get(node.get("type")) if isinstance(node, dict) else None
+        if not new_ids:
+            continue
+        proxies = (node.get("properties") or {}).get("proxyWidgets")
         for entry in proxies if isinstance(proxies, list) else []:
-            if isinstance(entry, list) and entry and str(entry[0]) in remap:
-                entry[0] = str(remap[str(entry[0])])
+            if isinstance(entry, list) and entry and str(entry[0]) in new_ids:
+                entry[0] = str(new_ids[str(entry[0])])
     return workflow
 
 
@@ -468,7 +475,7 @@ class _Resolved:
 class _Dto:
     """A node at one place in the flattened graph: its execution id is the subgraph path + id."""
 
-    def __init__(self, node: Node, path: tuple[str, ...], dtos: dict[str, "_Dto"],
+    def __init__(self, node: Node, path: tuple[str, ...], dtos: dict[str, _Dto],
                  instance: Node | None = None):
         self.node, self.path, self.dtos, self.instance = node, path, dtos, instance
         self.id = ":".join(path + (node.id,))
@@ -493,7 +500,7 @@ class _Dto:
             raise WorkflowError(f"link {slot_info.link} into {self._where(slot)} "
                                 "is not in the workflow's links")
         if self.instance is not None and link.origin_id == SUBGRAPH_INPUT_ID:
-            return self._resolve_from_instance(link, visited)
+            return self._resolve_from_instance(self.instance, link, visited)
         origin = self.node.graph.by_id.get(str(link.origin_id))
         if origin is None:
             raise WorkflowError(f"link {link.id} into {self._where(slot)} comes from node "
@@ -502,9 +509,8 @@ class _Dto:
         return dto.resolve_output(link.origin_slot, type_ if type_ is not None else slot_info.type,
                                   visited)
 
-    def _resolve_from_instance(self, link: Link, visited: set) -> _Resolved | None:
-        """A link from a subgraph's input: follow it out to what feeds the instance."""
-        instance = self.instance
+    def _resolve_from_instance(self, instance: Node, link: Link, visited: set) -> _Resolved | None:
+        """A link from a subgraph's input: follow it out to what feeds ``instance``."""
         if link.origin_slot >= len(instance.inputs):
             raise WorkflowError(f"subgraph instance {instance.id} has no input {link.origin_slot}")
         outer_slot = instance.inputs[link.origin_slot]
@@ -563,6 +569,7 @@ class _Dto:
 
     def _resolve_subgraph_output(self, slot: int, type_: Any, visited: set) -> _Resolved | None:
         graph = self.node.subgraph
+        assert graph is not None, self.id  # set with the kind "subgraph"
         outputs = graph.output_slots
         if slot >= len(outputs):
             raise WorkflowError(f"subgraph instance {self.id} has no output {slot}")
@@ -586,12 +593,15 @@ def _flatten(root: Graph, editor: str = DEFAULT_EDITOR) -> dict[str, _Dto]:
     dtos: dict[str, _Dto] = {}
 
     def expand(instance: Node, path: tuple[str, ...], parent: Node | None, seen: tuple) -> None:
-        if instance.subgraph.definition.get("id") in seen:
+        graph = instance.subgraph
+        # Both are set with the kind "subgraph" (from the definition the instance names).
+        assert graph is not None and graph.definition is not None, instance.id
+        if graph.definition.get("id") in seen:
             raise WorkflowError(f"subgraph {instance.type} contains itself")
         dto = _Dto(instance, path, dtos, parent)
         dtos[dto.id] = dto
         inner_path = path + (instance.id,)
-        for node in instance.subgraph.nodes:
+        for node in graph.nodes:
             if node.kind == "subgraph":
                 expand(node, inner_path, instance, seen + (instance.type,))
             else:
@@ -673,8 +683,10 @@ class _Converter:
             value = apply_text_replacements(value, self.find_widget, self.now)
         for link_id in link_ids:
             link = node.graph.links.get(link_id)
-            target = node.graph.by_id.get(str(link.target_id)) if link else None
-            index = target.target_slot(link) if target is not None else -1
+            target = node.graph.by_id.get(str(link.target_id)) if link is not None else None
+            if link is None or target is None:
+                continue
+            index = target.target_slot(link)
             if not 0 <= index < len(target.inputs):
                 continue
             widget = target.widget(target.inputs[index].widget)
@@ -824,7 +836,7 @@ def ui_to_api(workflow: dict, object_info: dict, *, seed: int | None = None,
     saved widget value that does not fit its widget (naming the node, widget and value).
     """
     if editor not in EDITORS:
-        raise ValueError(f"editor={editor!r}: choose one of {', '.join(EDITORS)}")
+        raise InvalidArgumentError(f"editor={editor!r}: choose one of {', '.join(EDITORS)}")
     if is_api_format(workflow):
         return workflow
     if not is_ui_format(workflow):

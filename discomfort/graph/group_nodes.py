@@ -21,7 +21,8 @@ widgets converted to inputs on the instance.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import WorkflowError
 from .workflow import BYPASS, types_compatible

@@ -156,7 +156,7 @@ def _combo_default(opts: dict) -> Any:
 
 def build_node_def(class_name: str, info: dict, editor: str = "1.58") -> NodeDef:
     inputs = _inputs_v2(info)
-    for name, (type_, opts, optional) in inputs.items():
+    for name, (type_, opts, _optional) in inputs.items():
         if type_ == "COMBO":
             opts.setdefault("__options__", _combo_options(info, name))
     names = _ordered(info, inputs)
@@ -212,7 +212,7 @@ class NodeDefs:
         self.editor = editor
         self._cache: dict[str, NodeDef] = {}
 
-    def __contains__(self, class_name: str) -> bool:
+    def __contains__(self, class_name: object) -> bool:
         return class_name in self.object_info
 
     def get(self, class_name: str) -> NodeDef:
