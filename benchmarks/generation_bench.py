@@ -29,7 +29,11 @@ and the loader never in every turn; the by-reference loop gives the same image a
 graph for the same seed; the loader ran exactly once per by-reference loop and {RUNS} times
 per reloading loop. The machine may
 be small and shared: every case runs once untimed first, ours and the baseline take turns in
-a rotating order (benchmarks/harness.py), and the table shows medians.
+a rotating order (benchmarks/harness.py), and the table shows medians. The last line,
+``RESULTS {json}``, is the table for the tests: each case's ``ours_ms``, ``baseline_ms``,
+``ratio``, ``target`` (of the ratio, or null) and ``within_target``; case 1 with
+``sampler_runs`` and ``loader_runs`` per turn, case 2 with ``loader_runs`` per loop, each
+{"ours": [...], "baseline": [...]} (untimed turns included); ``runs``, ``failures``.
 
     .venv/bin/python benchmarks/generation_bench.py            # 16 turns / 3 loops, 6 runs each
     .venv/bin/python benchmarks/generation_bench.py --quick    # 2 turns / 1 loop, 3 runs each
@@ -52,7 +56,7 @@ from pathlib import Path
 
 import torch
 
-from harness import turns  # benchmarks/harness.py (run as scripts: their folder is on sys.path)
+from harness import print_results, turns  # benchmarks/harness.py (scripts: their folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from sd_support import tiny_checkpoint  # noqa: E402
@@ -190,7 +194,8 @@ async def run_cases(models: Path, turns_1: int, loops_2: int, runs: int) -> tupl
             cases = {"run()": ours_sample, "raw": raw_sample}
             times: dict[str, list[float]] = {name: [] for name in cases}
             cpu: dict[str, list[float]] = {name: [] for name in cases}  # this process's own
-            loads = {name: 0 for name in cases}
+            loads: dict[str, list[int]] = {name: [] for name in cases}  # per turn
+            samples: dict[str, list[int]] = {name: [] for name in cases}
             order = list(cases) + list(turns(list(cases), turns_1))
             for index, name in enumerate(order):
                 start, start_cpu = time.perf_counter(), time.process_time()
@@ -199,16 +204,22 @@ async def run_cases(models: Path, turns_1: int, loops_2: int, runs: int) -> tupl
                 elapsed_cpu = (time.process_time() - start_cpu) * 1000
                 if sampled != 1:
                     failures.append(f"case 1, {name}: the sampler ran {sampled} times, not once")
-                loads[name] += loaded
+                loads[name].append(loaded)
+                samples[name].append(sampled)
                 if index >= len(cases):  # the first turn of each is untimed
                     times[name].append(elapsed)
                     cpu[name].append(elapsed_cpu)
-            if any(loads.values()):
-                failures.append(f"case 1: the loader ran {loads['run()']} / {loads['raw']} times "
-                                "(run() / raw), not 0: the model did not stay loaded")
+            loaded_1 = {name: sum(loads[name]) for name in cases}
+            if any(loaded_1.values()):
+                failures.append(f"case 1: the loader ran {loaded_1['run()']} / {loaded_1['raw']} "
+                                "times (run() / raw), not 0: the model did not stay loaded")
             ours, raw = (statistics.median(times[k]) for k in cases)
             rows.append(("1. sample.json, one run (seed new each time)", ours, raw, 1.05, "x",
-                         f"{loads['run()']} / {loads['raw']}"))
+                         f"{loaded_1['run()']} / {loaded_1['raw']}"))
+            notes["runs of"] = {rows[-1][0]: {"sampler_runs": {"ours": samples["run()"],
+                                                               "baseline": samples["raw"]},
+                                              "loader_runs": {"ours": loads["run()"],
+                                                              "baseline": loads["raw"]}}}
             notes["overhead"] = ours - raw
             notes["client cpu"] = tuple(statistics.median(cpu[k]) for k in cases)
 
@@ -269,6 +280,7 @@ async def run_cases(models: Path, turns_1: int, loops_2: int, runs: int) -> tupl
         ref_counts, reload_counts = counts["by reference"], counts["reloaded"]
         loader_text = f"{count_text(ref_counts)} / {count_text(reload_counts)}"
         rows.append((f"2. {runs} runs, by reference vs reloaded", ref, reload, None, "", loader_text))
+        notes["runs of"][rows[-1][0]] = {"loader_runs": {"ours": ref_counts, "baseline": reload_counts}}
         rows.append((f"2. {runs} runs, per run", ref / runs, reload / runs, None, "", ""))
         notes["one load"] = statistics.median(load_ms[1:])
         notes["saved per run"] = (reload - ref) / runs
@@ -302,6 +314,14 @@ def print_table(rows: list[tuple]) -> None:
         flag = "  (over target)" if over else ""
         print(f"{case:<44} {ours:>10.1f} {baseline:>14.1f} {ratio:>6.2f}x {goal:>9} "
               f"{loader or '':>12}{flag}")
+
+
+def results(rows: list[tuple], runs_of: dict[str, dict]) -> list[dict]:
+    """The table's rows as the report's cases, each with the executions counted for it."""
+    return [{"case": case, "ours_ms": ours, "baseline_ms": baseline, "ratio": ours / baseline,
+             "target": target, "within_target": None if target is None else ours / baseline <= target,
+             **runs_of.get(case, {})}
+            for case, ours, baseline, target, _unit, _loader in rows]
 
 
 def main() -> None:
@@ -349,6 +369,7 @@ def main() -> None:
           f"over the reference; loader runs = per loop, by reference / reloaded, every loop")
     print(f"ratio = ours / baseline (below 1: ours is faster); medians of {turns_1} turns (1) and "
           f"{loops_2} loops (2); total {time.perf_counter() - started:.0f} s")
+    print_results(results(rows, notes["runs of"]), runs=runs, failures=notes["failures"])
     if notes["failures"]:
         sys.exit("\n".join(notes["failures"]))
 

@@ -24,6 +24,9 @@ machine and its load.
 
 The machine may be small and shared: every case runs once untimed first, ours and the baseline
 alternate within each repetition, and the table shows medians. Nothing here asserts a timing.
+The last line, ``RESULTS {json}``, is the table for the tests: each case's ``ours_ms``,
+``baseline_ms`` and ``ratio`` (null for case 2), ``target`` and ``target_unit`` ("x": of the
+ratio; "ms": of ours, for case 2; null: no target) and ``within_target``.
 
     .venv/bin/python benchmarks/run_bench.py            # 50 / 200 / 11 repetitions
     .venv/bin/python benchmarks/run_bench.py --quick    # 3 / 20 / 2 repetitions (a smoke run)
@@ -49,7 +52,7 @@ import torch
 from websockets.asyncio.client import connect as ws_connect
 
 from discomfort.auth import TOKEN_HEADER
-from harness import turns  # benchmarks/harness.py (run as scripts: their folder is on sys.path)
+from harness import print_results, turns  # benchmarks/harness.py (scripts: their folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "tests" / "fixtures" / "conversion" / "templates"
@@ -250,6 +253,18 @@ def print_table(rows: list[tuple]) -> None:
         print(f"{case:<46} {ours:>10.2f} {base_text:>14} {ratio_text:>7} {goal:>9}{flag}")
 
 
+def results(rows: list[tuple]) -> list[dict]:
+    """The table's rows as the report's cases: a target of unit "x" is the ratio's, " ms" ours."""
+    cases = []
+    for case, ours, baseline, target, unit in rows:
+        ratio = None if baseline is None else ours / baseline
+        judged = ours if unit == " ms" else ratio
+        cases.append({"case": case, "ours_ms": ours, "baseline_ms": baseline, "ratio": ratio,
+                      "target": target, "target_unit": unit.strip() or None,
+                      "within_target": None if target is None else judged <= target})
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions (a smoke run)")
@@ -278,6 +293,8 @@ def main() -> None:
     print(f"3: run() adds {notes['loop overhead']:.2f} ms per loop iteration over a raw round trip")
     print(f"ratio = ours / baseline (below 1: ours is faster); medians; "
           f"total {time.perf_counter() - started:.0f} s")
+    print_results(results(rows), template=template, loop_iterations=LOOP_ITERATIONS,
+                  loop_overhead_ms=notes["loop overhead"])
 
 
 if __name__ == "__main__":

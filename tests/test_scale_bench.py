@@ -1,27 +1,16 @@
 """benchmarks/scale_bench.py runs (``--quick``) on real pools: every case ran, each ratio is a
 real measurement and each target is judged as printed. No timing is asserted."""
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "scale_bench.py"
+from bench_support import run_benchmark
 
 
 @pytest.mark.server
 def test_scale_bench_measures_every_case():
-    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    header = [line for line in done.stdout.splitlines() if line.startswith("case")]
-    assert header and all(c in header[0] for c in ("servers", "jobs/s", "ratio", "target"))
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULTS ")]
-    assert len(lines) == 1, done.stdout
-    report = json.loads(lines[0].removeprefix("RESULTS "))
+    report = run_benchmark("scale_bench.py", "--quick",
+                           columns=("servers", "jobs/s", "ratio", "target"))
     assert report["failures"] == 0
     cases = {(c["case"], c["servers"]): c for c in report["cases"]}
     assert sorted(cases) == [("cpu", 1), ("cpu", 2), ("cpu-1thread", 1), ("wait", 1),
