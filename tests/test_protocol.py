@@ -423,6 +423,7 @@ PROMPT = recorded("success")["prompt"]
     ([job("success_in_progress"), job("removed_not_found")], PromptLost),
 ])
 async def test_the_connector_follows_a_prompt_through_the_jobs_api(replies, error):
+    pytest.importorskip("aiohttp", reason="the core tests on other Pythons have numpy only")
     from discomfort.connector import ComfyConnector
 
     server = NewerServer(replies)
