@@ -43,7 +43,7 @@ from ..errors import (
     StoreMemoryError,
 )
 from . import codec, procs, shm
-from .config import GIB, MIB, load_config, ram_capacity_bytes
+from .config import GIB, MIB, StoreSettings, load_config
 from .entry import DISK, SHM, Entry, freeze
 from .ids import check_dir_name, check_run_id, check_unique_id, key_slug, new_run_id, run_tag
 from .index import IN_RUN, RunIndex
@@ -116,14 +116,14 @@ class WorkflowContext:
             check_dir_name(contexts_dir_name)
         self._closed = True  # until open: a failed open has nothing to shut down
         self._maps: dict[str, mmap.mmap] = {}
-        config: dict[str, Any] = {}
+        settings = StoreSettings()
         if role == PORT:  # the binding names the directory; no config is read in the server
             if contexts_dir_name is None:
                 raise InvalidIdError("a port's attach() names the run's contexts directory")
             self._dir_name: str = contexts_dir_name
         else:
-            config = load_config(config_path)
-            self._dir_name = config["CONTEXTS_DIR_NAME"]
+            settings = load_config(config_path)
+            self._dir_name = settings.contexts_dir_name
         self._run_id = run_id or new_run_id()
         self._close_lock = threading.Lock()
         contexts = ensure_private_dir(open_root() / self._dir_name)
@@ -134,7 +134,7 @@ class WorkflowContext:
         self._attach_file: Path | None = None
         self._meta: dict[str, Any]
         if role == OWNER:
-            capacity = ram_capacity_bytes(config, max_ram_gb)
+            capacity = settings.ram_capacity_bytes(max_ram_gb)
             try:
                 os.mkdir(self._dir, 0o700)
             except FileExistsError:
