@@ -52,7 +52,7 @@ class Entry:
         if self.shape is not None:
             info.update(shape=list(self.shape), dtype=self.dtype)
         if self.source is not None:
-            info["source"] = _thaw(self.source)
+            info["source"] = thaw(self.source)
         info["shm_name" if self.storage == SHM else "path"] = self.location
         return info
 
@@ -66,9 +66,10 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def _thaw(value: Any) -> Any:
+def thaw(value: Any) -> Any:
+    """Plain JSON again from what :func:`freeze` made (to send or store it)."""
     if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
+        return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
+        return [thaw(v) for v in value]
     return value
