@@ -265,6 +265,11 @@ class ComfyConnector:
                 f"{values.reason}. On the same machine, start this process with "
                 f"DISCOMFORT_ROOT={info.get('root')} instead")
         self.remote = RemoteStore(self, values, float(self.config["remote_lease_s"]))
+        log.warning(
+            "discomfort: %s keeps its runs under %s, a store this process does not share (ours: "
+            "%s): values go over HTTP. If it runs on this machine, start this process with "
+            "DISCOMFORT_ROOT=%s to share memory instead", self.url, info.get("root"),
+            default_root(), info.get("root"))
 
     async def _has_jobs_api(self) -> bool:
         """Once per server: 0.3.x answers 404 to ``/api/jobs``, newer servers list jobs."""

@@ -40,7 +40,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .errors import RemoteStoreError, RemoteValueError, RunExpiredError
+from .errors import ComfyServerError, RemoteStoreError, RemoteValueError, RunExpiredError
 from .store import codec
 from .store.root import open_root
 
@@ -129,6 +129,8 @@ def array_parts(value: Any) -> tuple[dict, memoryview, Any]:
     encoded = codec.encode(value)
     meta, _ = codec.read_header(encoded.header)
     header = {"kind": meta["kind"], "dtype": meta["dtype"], "shape": meta["shape"], "n": meta["n"]}
+    if meta.get("grad"):
+        header["grad"] = True  # the flag travels (the graph that made the value does not)
     return header, encoded.payload, encoded
 
 
@@ -168,6 +170,8 @@ def parse_array_header(key: str, raw: bytes, max_bytes: int | None = None) -> di
         itemsize = np_dtype.itemsize
     else:
         raise bad(f"kind {kind!r:.40} is neither 'torch' nor 'numpy'")
+    if header.get("grad", False) not in (True, False) or (header.get("grad") and kind != "torch"):
+        raise bad("grad is a flag of torch tensors")
     expected = math.prod(shape) * itemsize
     if n != expected:
         raise bad(f"n={n!r:.40} does not match shape {shape} of {dtype} ({expected} bytes)")
@@ -214,7 +218,7 @@ async def read_array(key: str, read: Callable[[int], Any], readexactly: Callable
         done += len(chunk)
     if await read(1):
         raise RemoteValueError(f"{key!r}: the body goes on past the {n} payload bytes its header names")
-    return value
+    return value.requires_grad_() if header.get("grad") else value
 
 
 async def array_chunks(header: dict, payload: memoryview) -> AsyncIterator[memoryview | bytes]:
@@ -320,8 +324,10 @@ class RemoteRun:
     # --- values ---------------------------------------------------------------------------
 
     async def put(self, key: str, value: Any, *, pass_by: str = "val",
-                  source: Mapping | None = None) -> str:
-        """Store ``value`` under ``key`` in the server's run; returns its fingerprint there."""
+                  source: Mapping | None = None) -> str | None:
+        """Store ``value`` under ``key`` in the server's run; returns its fingerprint there, or
+        None for a large array (the server does not hash it now: its bytes, header and payload,
+        are the very bytes our own store holds, so our fingerprint is its)."""
         params = [("key", key)]
         if pass_by == "ref":
             body = {"kind": "ref", "value": check_json(key, value),
@@ -385,6 +391,9 @@ class RemoteRun:
                 return
             except (RemoteStoreError, OSError, TimeoutError) as exc:  # the next one may get through
                 log.warning("discomfort: could not renew run %s: %s", self.run_id, exc)
+            except ComfyServerError as exc:  # the connector was shut down: nobody renews now
+                log.debug("discomfort: run %s no longer renewed: %s", self.run_id, exc)
+                return
             except Exception as exc:  # aiohttp's errors: the session closed, a reset
                 log.warning("discomfort: could not renew run %s: %s", self.run_id, exc)
 
@@ -410,12 +419,15 @@ class RemoteRun:
 
     async def fetch_into(self, context: Any, keys: list[str], stamp: str, use_ram: bool = True) -> None:
         """Copy what the prompt's output ports wrote on the server into the user's context."""
+        plain = []  # arrays are stored as the same bytes on both sides: the same fingerprint
         for key in keys:
             value = await self.get(key)
             await asyncio.to_thread(context.save, key, value, use_ram=use_ram, stamp=stamp)
+            if not is_array(value):
+                plain.append(key)
             del value
-        server = await self.keys() if keys else {}
-        for key in keys:
+        server = await self.keys() if plain else {}
+        for key in plain:  # a plain value's bytes differ (a pickle here, JSON there): remember both
             remote_fp = server.get(key, {}).get("fingerprint")
             if remote_fp:
                 local_fp = await asyncio.to_thread(context.fingerprint, key)
@@ -439,7 +451,7 @@ class RunMirror:
         self.server_keys = server_keys
         self.loop = loop
         self.timeout = timeout
-        self.uploaded: list[str] = []
+        self.uploaded: dict[str, str] = {}  # key -> its fingerprint there, sent for this prompt
 
     @property
     def run_id(self) -> str:
@@ -460,6 +472,8 @@ class RunMirror:
 
     def fingerprint(self, unique_id: str) -> str:
         local = self.context.fingerprint(unique_id)
+        if unique_id in self.uploaded and self.run._synced.get(unique_id, ("",))[0] == local:
+            return self.uploaded[unique_id]  # asked again (two ports read it): sent once
         there = (self.server_keys.get(unique_id) or {}).get("fingerprint")
         synced = self.run._synced.get(unique_id)
         if there is not None and (there == local or synced == (local, there)):
@@ -470,9 +484,9 @@ class RunMirror:
             self.run.put(unique_id, value, pass_by=entry.pass_by,
                          source=None if entry.source is None else _plain(entry.source)), self.loop)
         del value
-        remote = future.result(self.timeout)
+        remote = future.result(self.timeout) or local  # an array: the same bytes, the same digest
         self.run._synced[unique_id] = (local, remote)
-        self.uploaded.append(unique_id)
+        self.uploaded[unique_id] = remote
         return remote
 
 

@@ -6,6 +6,7 @@ gone expires."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pickle
@@ -27,7 +28,7 @@ from remote_support import REMOTE_HOST, RemoteComfy
 from conftest import model_paths
 from discomfort import Discomfort, WorkflowTools as Tools
 from discomfort.auth import TOKEN_HEADER, new_token
-from discomfort.errors import RemoteStoreError, RemoteValueError, TokenError
+from discomfort.errors import ComfyServerError, RemoteStoreError, RemoteValueError, TokenError
 from discomfort.store import default_root
 
 pytestmark = pytest.mark.server
@@ -168,13 +169,15 @@ async def test_values_of_each_allowed_kind_round_trip_and_others_are_refused_by_
     try:
         values = {"t": torch.arange(12, dtype=torch.bfloat16).reshape(3, 4),
                   "a": np.arange(6, dtype=">i2").reshape(2, 3), "z": np.zeros((0, 3), np.float32),
-                  "s": "a lighthouse", "n": None, "j": {"steps": 4, "cfg": 7.5, "tags": ["a", True]}}
+                  "g": torch.ones(2, requires_grad=True), "s": "a lighthouse", "n": None,
+                  "j": {"steps": 4, "cfg": 7.5, "tags": ["a", True]}}
         for key, value in values.items():
             await run.put(key, value)
         for key, value in values.items():
             back = await run.get(key)
             if isinstance(value, torch.Tensor):
                 assert back.dtype == value.dtype and torch.equal(back, value)
+                assert back.requires_grad == value.requires_grad
             elif isinstance(value, np.ndarray):
                 assert back.dtype == value.dtype and np.array_equal(back, value)
             else:
@@ -327,3 +330,191 @@ def test_a_client_that_vanishes_has_its_run_expire_while_a_live_one_keeps_it(rem
         time.sleep(0.2)
     assert status == 404 and "lease" in reply["error"]
     assert run_id not in remote.run_dirs()  # its values are deleted on the server, too
+
+
+# --- a reverse proxy in front: the user's headers on every request, HTTP and websocket -------
+
+class _AuthProxy:
+    """A reverse proxy that wants ``Authorization`` on every request (as basic auth in front of
+    a rented box would), then forwards HTTP (streamed) and websockets to the server."""
+
+    HOP = {"host", "authorization", "connection", "upgrade", "transfer-encoding", "content-length",
+           "keep-alive", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
+
+    def __init__(self, target: str, credential: str):
+        self.target, self.credential = target, credential
+        self.paths: list[str] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path) of each request let through
+        self.websockets = self.refused = 0
+
+    async def start(self) -> str:
+        import aiohttp
+        from aiohttp import web
+
+        self.session = aiohttp.ClientSession()
+        app = web.Application(client_max_size=2**30)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        await self.session.close()
+        await self.runner.cleanup()
+
+    def _forwarded(self, request) -> dict:
+        return {k: v for k, v in request.headers.items() if k.lower() not in self.HOP}
+
+    async def handle(self, request):
+        from aiohttp import WSMsgType, web
+
+        if request.headers.get("Authorization") != self.credential:
+            self.refused += 1
+            return web.Response(status=401, text="proxy: credentials, please",
+                                headers={"WWW-Authenticate": 'Basic realm="box"'})
+        self.paths.append(request.path)
+        self.requests.append((request.method, request.path))
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            self.websockets += 1
+            down = web.WebSocketResponse()
+            await down.prepare(request)
+            url = self.target.replace("http", "ws", 1) + request.path_qs
+            async with self.session.ws_connect(url, headers=self._forwarded(request)) as up:
+                async def pump(source, sink):
+                    async for message in source:
+                        if message.type == WSMsgType.TEXT:
+                            await sink.send_str(message.data)
+                        elif message.type == WSMsgType.BINARY:
+                            await sink.send_bytes(message.data)
+                tasks = [asyncio.ensure_future(pump(down, up)), asyncio.ensure_future(pump(up, down))]
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:
+                    task.cancel()
+            return down
+        body = request.content if request.can_read_body else None
+        async with self.session.request(request.method, self.target + request.path_qs, data=body,
+                                        headers=self._forwarded(request)) as up:
+            response = web.StreamResponse(status=up.status)
+            if "Content-Type" in up.headers:
+                response.headers["Content-Type"] = up.headers["Content-Type"]
+            await response.prepare(request)
+            async for chunk in up.content.iter_chunked(1 << 20):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+
+async def test_user_headers_go_on_every_request_http_and_websocket_through_a_proxy(remote):
+    credential = "Basic " + new_token()
+    proxy = _AuthProxy(remote.url, credential)
+    url = await proxy.start()
+    try:
+        with pytest.raises(TokenError, match="a proxy in front of it wants credentials.*headers="):
+            await Discomfort.create(url=url, token=remote.token)
+        refused = proxy.refused
+        assert refused >= 1
+        async with await Discomfort.create(url=url, token=remote.token,
+                                           headers={"Authorization": credential}) as behind:
+            result = await behind.run([INVERT], inputs={"img": IMAGE}, progress=False)
+            assert torch.allclose(result["img"], 1 - IMAGE)
+        assert proxy.refused == refused  # every request of that run carried the header
+        assert proxy.websockets >= 1 and "/prompt" in proxy.paths
+        assert any(p.startswith(API_PREFIX + "/runs/") and p.endswith("/value") for p in proxy.paths)
+    finally:
+        await proxy.stop()
+
+
+# --- value routes off: beyond loopback without a token -----------------------------------------
+
+def test_the_value_routes_are_off_beyond_loopback_without_a_token():
+    from discomfort.comfy_nodes.value_routes import routes_state
+
+    assert routes_state(["127.0.0.1"], None) == (True, None)
+    assert routes_state(["127.0.0.2", "::1", "localhost"], None) == (True, None)
+    assert routes_state(["0.0.0.0", "::"], new_token()) == (True, None)
+    enabled, reason = routes_state(["127.0.0.1", "0.0.0.0"], None)
+    assert not enabled and "0.0.0.0" in reason and "DISCOMFORT_TOKEN" in reason
+
+
+async def test_a_server_whose_value_routes_are_off_is_refused_by_the_handshake_saying_why():
+    """A stand-in server that answers the handshake as a ComfyUI listening on 0.0.0.0 without a
+    token would: the client neither shares its store nor may keep values there."""
+    from aiohttp import web
+
+    reason = ("this server listens on 0.0.0.0, beyond loopback, without a token: start it with "
+              "DISCOMFORT_TOKEN")
+    info = {"root": "/elsewhere/discomfort", "store_id": "f" * 32, "version": "x",
+            "values": {"enabled": False, "reason": reason}}
+    async def stats(_request):
+        return web.json_response({"system": {"argv": []}})
+
+    async def handshake(_request):
+        return web.json_response(info)
+
+    app = web.Application()
+    app.router.add_get("/system_stats", stats)
+    app.router.add_get("/discomfort/info", handshake)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        with pytest.raises(ComfyServerError, match="cannot keep our values over HTTP: this server "
+                                                   "listens on 0.0.0.0.*DISCOMFORT_TOKEN"):
+            await Discomfort.create(url=f"http://{host}:{port}")
+    finally:
+        await runner.cleanup()
+
+
+# --- docs/remote.md: its client examples run against the remote server -------------------------
+
+def test_the_remote_docs_examples_run_as_written(remote, scratch, monkeypatch):
+    import re
+
+    from conftest import run_example
+
+    blocks = re.findall(r"```py\n(.*?)```", (REPO / "docs" / "remote.md").read_text(), re.S)
+    assert len(blocks) == 2
+    monkeypatch.setenv("COMFY_URL", remote.url)
+    monkeypatch.setenv("DISCOMFORT_TOKEN", remote.token)
+    before = remote.run_dirs()
+    for code in blocks:
+        printed = run_example(code, scratch)
+        assert "True" in printed
+    assert remote.run_dirs() <= before  # each example's runs were deleted when it ended
+
+
+async def test_only_values_the_server_does_not_hold_are_uploaded(remote):
+    """A loop's image goes up once: each later iteration reads what the server's run already
+    holds (the previous output, fetched to us and unchanged). Counted at a proxy in front."""
+    credential = "Basic " + new_token()
+    proxy = _AuthProxy(remote.url, credential)
+    url = await proxy.start()
+    try:
+        async with await Discomfort.create(url=url, token=remote.token,
+                                           headers={"Authorization": credential}) as behind:
+            with behind.Context() as context:
+                context.save("img", IMAGE)
+                start = len(proxy.requests)
+                result = await behind.run([INVERT], context=context, iterations=5, progress=False)
+                values = [m for m, p in proxy.requests[start:] if p.endswith("/value")]
+                assert torch.allclose(result["img"], 1 - IMAGE)
+                assert values.count("PUT") == 1 and values.count("GET") == 5, values
+                context.save("img", IMAGE)  # changed here: sent again
+                start = len(proxy.requests)
+                await behind.run([INVERT], context=context, progress=False)
+                values = [m for m, p in proxy.requests[start:] if p.endswith("/value")]
+                assert values.count("PUT") == 1, values
+    finally:
+        await proxy.stop()
+
+
+async def test_an_output_that_cannot_travel_is_an_error_naming_its_key(client):
+    latent = api(("EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1}),
+                 ("DiscomfortOutput", {"value": ["1", 0], "unique_id": "lat"}))
+    with pytest.raises(RemoteValueError, match="'lat' holds a dict.*LATENT"):
+        await client.run([latent], progress=False)
+    result = await client.run([INVERT], inputs={"img": IMAGE}, progress=False)  # still usable
+    assert torch.allclose(result["img"], 1 - IMAGE)

@@ -302,7 +302,8 @@ class ValueRoutes:
                                          source=source if isinstance(source, dict) else None)
                     else:
                         run.context.save(key, value)
-                    return run.context.entry(key, fingerprint=True)
+                    # An array is not hashed now: the client knows its digest (the same bytes).
+                    return run.context.entry(key, fingerprint=pass_by == "ref" or ctype != ARRAY_TYPE)
 
                 entry = await asyncio.to_thread(save, value)
                 del value
@@ -337,7 +338,14 @@ class ValueRoutes:
                 return web.json_response({"kind": "ref", "value": value,
                                           "source": _thaw(entry.source)})
             if entry.shape is None:  # the server's own store unpickles its own values, as ports do
-                return web.json_response({"kind": "json", "value": check_json(key, value)})
+                try:
+                    plain = check_json(key, value)
+                except RemoteValueError:
+                    raise RemoteValueError(
+                        f"{key!r} holds a {type(value).__name__} that cannot travel: allowed are "
+                        f"{ALLOWED} (a LATENT, a dict holding a tensor, or a list of images, does "
+                        "not travel yet)") from None
+                return web.json_response({"kind": "json", "value": plain})
             header, payload, keep = array_parts(value)
             del value
             response = web.StreamResponse(headers={"Content-Type": ARRAY_TYPE})
