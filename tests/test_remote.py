@@ -341,8 +341,8 @@ class _AuthProxy:
     HOP = {"host", "authorization", "connection", "upgrade", "transfer-encoding", "content-length",
            "keep-alive", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
 
-    def __init__(self, target: str, credential: str):
-        self.target, self.credential = target, credential
+    def __init__(self, target: str, credential: str, ssl_context=None):
+        self.target, self.credential, self.ssl_context = target, credential, ssl_context
         self.paths: list[str] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of each request let through
         self.websockets = self.refused = 0
@@ -356,9 +356,9 @@ class _AuthProxy:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context).start()
         host, port = self.runner.addresses[0][:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
 
     async def stop(self) -> None:
         await self.session.close()
@@ -518,3 +518,43 @@ async def test_an_output_that_cannot_travel_is_an_error_naming_its_key(client):
         await client.run([latent], progress=False)
     result = await client.run([INVERT], inputs={"img": IMAGE}, progress=False)  # still usable
     assert torch.allclose(result["img"], 1 - IMAGE)
+
+
+async def test_an_https_url_works_and_its_websocket_is_wss(remote, scratch, tmp_path):
+    """The docs' client example, run against https:// (a TLS proxy in front, its certificate
+    trusted through SSL_CERT_FILE, basic auth through PROXY_AUTH)."""
+    import re
+    import shutil
+    import ssl
+
+    from conftest import expected_output
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    credential = "Basic " + new_token()
+    proxy = _AuthProxy(remote.url, credential, ssl_context=tls)
+    url = await proxy.start()
+    assert url.startswith("https://")
+    try:
+        code = re.findall(r"```py\n(.*?)```", (REPO / "docs" / "remote.md").read_text(), re.S)[0]
+        env = dict(os.environ, COMFY_URL=url, DISCOMFORT_TOKEN=remote.token, PROXY_AUTH=credential,
+                   SSL_CERT_FILE=str(cert))
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, cwd=scratch, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(child.communicate(), 300)
+        assert child.returncode == 0, err.decode()
+        printed = [line.strip() for line in out.decode().splitlines()]
+        for expected in expected_output(code):
+            assert expected in printed, (expected, printed)
+        assert proxy.refused == 0 and proxy.websockets >= 1  # wss, through TLS, with the header
+        assert any(p.startswith(API_PREFIX) for p in proxy.paths)
+    finally:
+        await proxy.stop()
