@@ -40,7 +40,7 @@ class RemoteComfy:
 
     def __init__(self, root: Path, token: str, *, listen: str = REMOTE_HOST,
                  model_paths: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                 start_timeout: float = 180.0):
+                 start_timeout: float = 180.0, netns: str | None = None):
         self.root = root
         self.token = token
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -48,7 +48,8 @@ class RemoteComfy:
                 "model_paths": model_paths or {}, "env": dict(env or {}, DISCOMFORT_ROOT=str(root))}
         child_env = dict(os.environ, DISCOMFORT_ROOT=str(root))
         child_env.pop("DISCOMFORT_TOKEN", None)
-        self.process = subprocess.Popen([sys.executable, "-c", _HELPER, json.dumps(spec)],
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.process = subprocess.Popen(prefix + [sys.executable, "-c", _HELPER, json.dumps(spec)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=child_env)
         deadline = time.monotonic() + start_timeout
@@ -80,3 +81,33 @@ class RemoteComfy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+class NetNamespace:
+    """A network namespace of our own, joined to ours by a veth pair: ``host_ip`` here,
+    ``ns_ip`` inside. Made with ``ip`` (root only); removing the namespace removes the pair."""
+
+    def __init__(self, index: int = 0):
+        self.name = f"discomfort-{os.getpid()}-{index}"
+        self.outer, self.inner = f"dcf{os.getpid() % 100000}a{index}", f"dcf{os.getpid() % 100000}b{index}"
+        subnet = 16 + (os.getpid() % 200)
+        self.host_ip, self.ns_ip = f"10.213.{subnet}.{4 * index + 1}", f"10.213.{subnet}.{4 * index + 2}"
+        inside = ["ip", "netns", "exec", self.name]
+        steps = [["ip", "netns", "add", self.name],
+                 ["ip", "link", "add", self.outer, "type", "veth", "peer", "name", self.inner],
+                 ["ip", "link", "set", self.inner, "netns", self.name],
+                 ["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.outer],
+                 ["ip", "link", "set", self.outer, "up"],
+                 [*inside, "ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.inner],
+                 [*inside, "ip", "link", "set", self.inner, "up"],
+                 [*inside, "ip", "link", "set", "lo", "up"]]
+        try:
+            for step in steps:
+                subprocess.run(step, check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.remove()
+            raise OSError(f"cannot make a network namespace: {exc}") from exc
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", self.outer], capture_output=True, timeout=30)

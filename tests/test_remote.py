@@ -1,8 +1,8 @@
 """A ComfyUI on "another machine": a server with a store root of its own, on another loopback
-address, reached only over HTTP. Values travel through its /discomfort/v1 routes (never a
-pickle); loops, references, stitching and files work as with a local server; its token is
-required; bad ids and bodies are refused before anything is touched; a run whose client is
-gone expires."""
+address (and one in a network namespace of its own, behind a veth pair), reached only over
+HTTP. Values travel through its /discomfort/v1 routes (never a pickle); loops, references,
+stitching and files work as with a local server; its token is required; bad ids and bodies are
+refused before anything is touched; a run whose client is gone expires."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from remote_support import REMOTE_HOST, RemoteComfy
+from remote_support import REMOTE_HOST, NetNamespace, RemoteComfy
 
 from conftest import model_paths
 from discomfort import Discomfort, WorkflowTools as Tools
@@ -558,3 +558,44 @@ async def test_an_https_url_works_and_its_websocket_is_wss(remote, scratch, tmp_
         assert any(p.startswith(API_PREFIX) for p in proxy.paths)
     finally:
         await proxy.stop()
+
+
+# --- a server in a network namespace of its own: reached only through a veth pair -------------
+
+def test_a_server_in_its_own_network_namespace_runs_a_loop_and_saves_files(model_dir, tmp_path):
+    try:
+        namespace = NetNamespace()
+    except OSError as exc:
+        pytest.skip(f"no network namespace here (needs root and ip): {exc}")
+    token = new_token()
+    try:
+        remote = RemoteComfy(tmp_path / "other-store", token, listen=namespace.ns_ip,
+                             netns=namespace.name)
+        try:
+            port = urllib.parse.urlsplit(remote.url).port
+            assert urllib.parse.urlsplit(remote.url).hostname == namespace.ns_ip
+            import socket
+
+            with pytest.raises(OSError):  # not on our loopback: only through the veth pair
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+            async def drive():
+                async with await Discomfort.create(url=remote.url, token=token) as discomfort:
+                    assert discomfort.Worker.remote is not None
+                    with discomfort.Context() as context:
+                        context.save("img", IMAGE)
+                        result = await discomfort.run([INVERT], context=context, iterations=5,
+                                                      progress=False)
+                        assert torch.allclose(result["img"], 1 - IMAGE)
+                        assert remote.run_dirs() and not remote.run_dirs() & _local_run_dirs()
+                    saving = api(("EmptyImage", {"width": 8, "height": 8, "batch_size": 1, "color": 255}),
+                                 ("SaveImage", {"images": ["1", 0], "filename_prefix": "ns"}))
+                    await discomfort.run([saving], progress=False)
+                    [image] = await discomfort.load_images()
+                    assert image.shape == (1, 8, 8, 3)
+
+            asyncio.run(drive())
+        finally:
+            remote.stop()
+    finally:
+        namespace.remove()

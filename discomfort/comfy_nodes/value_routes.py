@@ -200,9 +200,12 @@ class ValueRoutes:
                     await self._drop(run_id)
 
     async def _drop(self, run_id: str) -> None:
-        run = self.runs.pop(run_id, None)
+        """Delete a run's values, then forget it: once it answers 404, nothing of it is left
+        (a request meanwhile finds its context closed: 404 too)."""
+        run = self.runs.get(run_id)
         if run is not None:
             await asyncio.to_thread(run.context.shutdown)
+            self.runs.pop(run_id, None)
 
     # --- runs -----------------------------------------------------------------------------
 
