@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -265,7 +266,9 @@ class ComfyConnector:
                 f"{values.reason}. On the same machine, start this process with "
                 f"DISCOMFORT_ROOT={info.get('root')} instead")
         self.remote = RemoteStore(self, values, float(self.config["remote_lease_s"]))
-        log.warning(
+        near = _is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
+        log.log(
+            logging.WARNING if near else logging.INFO,  # on this machine: probably not meant
             "discomfort: %s keeps its runs under %s, a store this process does not share (ours: "
             "%s): values go over HTTP. If it runs on this machine, start this process with "
             "DISCOMFORT_ROOT=%s to share memory instead", self.url, info.get("root"),
