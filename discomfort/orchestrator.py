@@ -158,8 +158,8 @@ class Discomfort:
         remote: RemoteRun | None = None
         store: StoreView = ctx
         if self._remote is not None:
-            remote = await self._remote.for_context(ctx)
-            store = remote.mirror(ctx, await remote.keys(), asyncio.get_running_loop())
+            remote, held = await self._remote.for_prompt(ctx)
+            store = remote.mirror(ctx, held, asyncio.get_running_loop())
         ready = await asyncio.to_thread(self._prepare, prompt, ctx, store, object_info, use_ram)
         bound, out_ports, stamp = ready.prompt, ready.outputs, ready.stamp
         scope = asyncio.timeout_at(deadline)

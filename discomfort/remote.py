@@ -504,15 +504,30 @@ class RemoteRuns:
     def __init__(self, store: RemoteStore):
         self.store = store
         self._runs: dict[int, tuple[weakref.ref, RemoteRun]] = {}
+        self._lock = asyncio.Lock()  # two run()s on one context share one server run
 
     async def for_context(self, context: Any) -> RemoteRun:
-        await self.prune()
-        held = self._runs.get(id(context))
-        if held is not None and held[0]() is context and not held[1].closed:
-            return held[1]
-        run = await self.store.create_run()
-        self._runs[id(context)] = (weakref.ref(context), run)
-        return run
+        async with self._lock:
+            await self.prune()
+            held = self._runs.get(id(context))
+            if held is not None and held[0]() is context and not held[1].closed:
+                return held[1]
+            run = await self.store.create_run()
+            self._runs[id(context)] = (weakref.ref(context), run)
+            return run
+
+    async def for_prompt(self, context: Any) -> tuple[RemoteRun, dict[str, dict]]:
+        """The context's run and what it holds now. A run the server dropped (it restarted,
+        or our lease ran out while we were away) is replaced by a new one: the values are
+        all here, and the next prompt uploads what it reads."""
+        run = await self.for_context(context)
+        try:
+            return run, await run.keys()
+        except RunExpiredError:
+            log.warning("discomfort: the server no longer has run %s; starting a new one", run.run_id)
+            await self.release(context)
+            run = await self.for_context(context)
+            return run, await run.keys()
 
     async def release(self, context: Any) -> None:
         held = self._runs.pop(id(context), None)

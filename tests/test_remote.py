@@ -599,3 +599,17 @@ def test_a_server_in_its_own_network_namespace_runs_a_loop_and_saves_files(model
             remote.stop()
     finally:
         namespace.remove()
+
+
+async def test_a_run_the_server_dropped_is_replaced_and_the_next_run_works(client, remote):
+    """The server restarted, or our lease ran out while the laptop slept: our values are all
+    here, so the next prompt gets a new run and sends what it reads."""
+    with client.Context() as context:
+        before = remote.run_dirs()
+        await client.run([INVERT], inputs={"img": IMAGE}, context=context, progress=False)
+        [dropped] = remote.run_dirs() - before
+        status, _ = http(remote, "DELETE", API_PREFIX + f"/runs/{dropped}")  # behind our back
+        assert status == 200 and dropped not in remote.run_dirs()
+        result = await client.run([INVERT], context=context, progress=False)
+        assert torch.allclose(result["img"], IMAGE)  # inverted twice
+        assert len(remote.run_dirs() - before) == 1 and dropped not in remote.run_dirs()
