@@ -41,7 +41,7 @@ lint: setup
 	$(VENV)/bin/ruff check discomfort tests scripts benchmarks
 	$(VENV)/bin/mypy
 
-test: setup browser-deps test-pythons
+test: setup lint browser-deps test-pythons
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 # The core tests on each of OTHER_PYTHONS (PYTEST_ARGS is for the main run only).
