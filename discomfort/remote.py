@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import numpy as np
 
 from .errors import ComfyServerError, RemoteStoreError, RemoteValueError, RunExpiredError
@@ -267,8 +268,12 @@ class RemoteStore:
         if content_type:
             headers["Content-Type"] = content_type
         url = self.connector.url + API + path
-        response = await session.request(method, url, json=json_body, data=data, headers=headers,
-                                         params=params)
+        try:
+            response = await session.request(method, url, json=json_body, data=data, headers=headers,
+                                             params=params)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RemoteStoreError(f"{method} {self.connector.url}{API}{path} failed: "
+                                   f"{exc or type(exc).__name__} (is the server up, and reachable?)") from exc
         try:
             if response.status >= 400:
                 raise await self._refusal(response, method, path, key)
@@ -349,13 +354,17 @@ class RemoteRun:
         """The value stored under ``key`` in the server's run (a recipe for a ref key)."""
         response = await self.store.request("GET", self._path + "/value", key=key,
                                             params=[("key", key)], stream=True)
-        async with response:
-            if response.content_type == ARRAY_TYPE:
-                return await read_array(key, response.content.read, response.content.readexactly)
-            if response.content_type != JSON_TYPE:
-                raise RemoteValueError(f"{key!r}: the server sent {response.content_type!r}, "
-                                       f"neither {ARRAY_TYPE} nor {JSON_TYPE}")
-            body = json.loads(await response.read())
+        try:
+            async with response:
+                if response.content_type == ARRAY_TYPE:
+                    return await read_array(key, response.content.read, response.content.readexactly)
+                if response.content_type != JSON_TYPE:
+                    raise RemoteValueError(f"{key!r}: the server sent {response.content_type!r}, "
+                                           f"neither {ARRAY_TYPE} nor {JSON_TYPE}")
+                body = json.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RemoteStoreError(f"{key!r}: reading it from {self.store.connector.url} failed: "
+                                   f"{exc or type(exc).__name__}") from exc
         return body["value"]
 
     async def delete(self, key: str) -> None:
