@@ -346,8 +346,17 @@ class RemoteRun:
                                              content_type=ARRAY_TYPE)
             del keep
         else:
+            try:
+                plain = check_json(key, value)
+            except RemoteValueError as exc:
+                if not isinstance(value, (dict, list, tuple)):
+                    raise
+                raise RemoteValueError(
+                    f"{key!r} holds a {type(value).__name__} with something inside that cannot "
+                    f"travel ({exc}); a LATENT (a dict holding a tensor) or a list of images does "
+                    "not travel yet") from None
             reply = await self.store.request("PUT", self._path + "/value", key=key, params=params,
-                                             json_body={"kind": "json", "value": check_json(key, value)})
+                                             json_body={"kind": "json", "value": plain})
         return reply["fingerprint"]
 
     async def get(self, key: str) -> Any:

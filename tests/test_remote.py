@@ -516,6 +516,13 @@ async def test_an_output_that_cannot_travel_is_an_error_naming_its_key(client):
                  ("DiscomfortOutput", {"value": ["1", 0], "unique_id": "lat"}))
     with pytest.raises(RemoteValueError, match="'lat' holds a dict.*LATENT"):
         await client.run([latent], progress=False)
+    upscale = api(("DiscomfortInput", {"unique_id": "lat"}),
+                  ("LatentUpscaleBy", {"samples": ["1", 0], "upscale_method": "nearest-exact",
+                                       "scale_by": 1.5}),
+                  ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "bigger"}))
+    with pytest.raises(RemoteValueError, match="'lat' holds a dict with something inside.*LATENT"):
+        await client.run([upscale], inputs={"lat": {"samples": torch.zeros(1, 4, 8, 8)}}, progress=False)
+    assert client.last_run.prompts == []  # refused before anything was queued
     result = await client.run([INVERT], inputs={"img": IMAGE}, progress=False)  # still usable
     assert torch.allclose(result["img"], 1 - IMAGE)
 
