@@ -170,14 +170,14 @@ def _warm_server(args) -> dict[str, Any] | None:
     from .serve_state import find_warm_server
 
     settings = load_connector_config(args.config) if args.config else None
-    if settings is not None and settings["url"]:
+    if settings is not None and settings.url:
         return None  # the settings name their own server
     warm = find_warm_server()
     if warm.stale:
         note(f"ignoring a stale warm-server file: {warm.stale}")
     if warm.info is None:
         return None
-    if settings is not None and settings != warm.info.get("settings"):
+    if settings is not None and settings.as_json() != warm.info.get("settings"):
         note(f"the warm server at {warm.url} runs with other server settings than {args.config}; "
              "starting a headless ComfyUI with these")
         return None
@@ -216,7 +216,7 @@ async def open_server(args, create: Callable[..., Awaitable[Any]]) -> Any:
 def _names_url(config: str) -> bool:
     from .connector import load_connector_config
 
-    return bool(load_connector_config(config)["url"])
+    return bool(load_connector_config(config).url)
 
 
 async def _fetch_object_info(args) -> dict:
@@ -417,7 +417,7 @@ async def _serve(args) -> int:
     from .store.procs import start_time
 
     settings = load_connector_config(args.config)
-    if settings["url"]:
+    if settings.url:
         raise UsageError(f"{args.config} names a url; serve starts a server of its own")
     warm = find_warm_server()
     if warm.info is not None:
@@ -452,8 +452,8 @@ async def _serve(args) -> int:
         if server is None or pid is None:  # settings without a url always start their own
             raise CommandError("serve needs a server of its own, and none was started")
         config = os.path.abspath(args.config) if args.config else None
-        path = write_state(new_state(connector.url, pid, start_time(pid),
-                                     settings, config, getattr(server, "token", None)))
+        path = write_state(new_state(connector.url, pid, start_time(pid), settings.as_json(),
+                                     config, getattr(server, "token", None)))
         print(f"warm ComfyUI at {connector.url} (started in {time.monotonic() - began:.1f} s, "
               f"pid {pid}; state in {path})", flush=True)
         if getattr(connector, "editor_url", None):

@@ -20,7 +20,8 @@ import os
 import shutil
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -62,31 +63,41 @@ from .store import default_root
 
 log = logging.getLogger("discomfort")
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "url": None,                # attach to this running server instead of starting one
-    "comfyui_path": None,       # else $COMFYUI_PATH, the enclosing ComfyUI, the project's install
-    "python": None,             # the interpreter that runs a managed server
-    "extra_args": [],
-    "listen": "127.0.0.1",
-    "port_range": None,         # [low, high]: where a managed server may listen
-    "start_timeout": 180.0,
+@dataclass(frozen=True)
+class ServerSettings:
+    """How to reach or start a server: a JSON file's keys and ``create()``'s keywords, checked
+    once by :func:`load_connector_config`."""
+
+    url: str | None = None           # attach to this running server instead of starting one
+    comfyui_path: str | None = None  # else $COMFYUI_PATH, the enclosing ComfyUI, our install
+    python: str | None = None        # the interpreter that runs a managed server
+    extra_args: Sequence[str] = ()
+    listen: str = "127.0.0.1"
+    port_range: Sequence[int] | None = None  # [low, high]: where a managed server may listen
+    start_timeout: float = 180.0
     # Keep up to this many node results across prompts, so alternating workflows keep their
     # models loaded. It counts results, not bytes: each cached model stays in memory.
-    "cache_lru": 32,
-    "cpu": None,                # None: --cpu unless torch sees CUDA or MPS
-    "env": {},
-    "custom_nodes": [],         # more custom-node package folders to load, beside Discomfort's
-    "model_paths": {},          # {"upscale_models": "/path", ...}: model folders to add
-    "output_dir": None,         # where SaveImage & co. write (default: the server's temp dir,
-                                # removed at shutdown)
-    "allow_remote_ports": False,
+    cache_lru: int = 32
+    cpu: bool | None = None          # None: --cpu unless torch sees CUDA or MPS
+    env: Mapping[str, str] = field(default_factory=dict)
+    custom_nodes: Sequence[str] = ()  # more custom-node package folders to load beside ours
+    model_paths: Mapping[str, str] = field(default_factory=dict)  # {"loras": "/path", ...}
+    output_dir: str | None = None    # where SaveImage & co. write (default: the server's temp
+                                     # dir, removed at shutdown)
+    allow_remote_ports: bool = False
     # A server that answers nothing (no websocket message, no HTTP reply) for this many
     # seconds is unresponsive: stopped or wedged. A long render still answers, so it is not.
-    "unresponsive_timeout": 30.0,
-    "token": None,              # an attached server's Discomfort token (else $DISCOMFORT_TOKEN)
-    "headers": {},              # sent on every request, HTTP and websocket (a proxy's Authorization)
-    "remote_lease_s": 60.0,     # a server on another machine drops our run this long after we go
-}
+    unresponsive_timeout: float = 30.0
+    token: str | None = None         # an attached server's Discomfort token (else $DISCOMFORT_TOKEN)
+    headers: Mapping[str, str] = field(default_factory=dict)  # on every request (a proxy's auth)
+    remote_lease_s: float = 60.0     # a server on another machine drops our run this long after we go
+
+    def as_json(self) -> dict[str, Any]:
+        """The settings as plain JSON (as a settings file would hold them)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+SETTING_NAMES = tuple(f.name for f in fields(ServerSettings))
 LIVENESS_POLL_S = 1.0           # how often a quiet wait checks that the server lives
 RECONCILE_EVERY = 5             # ... and every this many polls asks the server's record
 HISTORY_DEADLINE_S = 10.0       # the history entry is written just after execution_success
@@ -96,32 +107,35 @@ PROBE_EVERY = 3                 # quiet polls between HTTP probes of a silent se
 INTERRUPT_GRACE_S = 1.5         # how long a timed-out run may spend stopping its prompt
 
 
-def load_connector_config(config_path: str | os.PathLike | None = None, **overrides) -> dict:
-    config = dict(DEFAULT_CONFIG)
+def load_connector_config(config_path: str | os.PathLike | None = None,
+                          **overrides: Any) -> ServerSettings:
+    """The settings of a JSON file (if given) with ``overrides`` over them (None: not given)."""
+    given: dict[str, Any] = {}
     if config_path is not None:
-        config.update(read_json_object(config_path, "server settings", ConfigError))
-    config.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+        given.update(read_json_object(config_path, "server settings", ConfigError))
+    given.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(given) - set(SETTING_NAMES))
     if unknown:
         raise ConfigError(f"unknown server setting(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(DEFAULT_CONFIG)}")
-    if not _is_loopback(config["listen"]) and not config["allow_remote_ports"]:
+                          f"allowed: {', '.join(SETTING_NAMES)}")
+    config = ServerSettings(**given)
+    if not _is_loopback(config.listen) and not config.allow_remote_ports:
         raise ConfigError(
-            f"listen={config['listen']!r} serves the server beyond this machine, and anyone who "
+            f"listen={config.listen!r} serves the server beyond this machine, and anyone who "
             "can post a prompt could read or overwrite your run's values through the ports; "
             "set allow_remote_ports: true to accept that")
-    quiet = config["unresponsive_timeout"]
+    quiet = config.unresponsive_timeout
     if isinstance(quiet, bool) or not isinstance(quiet, (int, float)) or not quiet > 0:
         raise ConfigError(f"unresponsive_timeout must be a number of seconds > 0, got {quiet!r}")
-    headers = config["headers"]
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
+    headers = config.headers
+    if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
                                                 for k, v in headers.items()):
         raise ConfigError(f"headers must map header names to strings, got {headers!r:.80}")
-    lease = config["remote_lease_s"]
+    lease = config.remote_lease_s
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
         raise ConfigError(f"remote_lease_s must be a number of seconds > 0, got {lease!r}")
-    port_range = config["port_range"]
-    if port_range is not None and (not isinstance(port_range, list) or len(port_range) != 2):
+    port_range = config.port_range
+    if port_range is not None and (not isinstance(port_range, (list, tuple)) or len(port_range) != 2):
         raise ConfigError(f"port_range must be [low, high], got {port_range!r}")
     return config
 
@@ -162,11 +176,11 @@ def _wants_cpu() -> bool:
 class ComfyConnector:
     """Talks to one ComfyUI server. Create with ``await ComfyConnector.create()``."""
 
-    def __init__(self, config: dict):
-        self.config = config
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
         self.client_id = uuid.uuid4().hex
         self.server: ComfyServer | None = None
-        self.url: str = config["url"].rstrip("/") if config["url"] else ""
+        self.url: str = settings.url.rstrip("/") if settings.url else ""
         self._session: aiohttp.ClientSession | None = None
         self._trackers: dict[str, PromptTracker] = {}  # each queued prompt's protocol state
         self._wakes: dict[str, asyncio.Event] = {}  # set when its tracker has news
@@ -205,7 +219,7 @@ class ComfyConnector:
 
     @property
     def managed(self) -> bool:
-        return not self.config["url"]
+        return not self.settings.url
 
     async def _start(self) -> None:
         if self.managed:
@@ -216,7 +230,7 @@ class ComfyConnector:
         if self._session is None:
             # No total: an upload may take long. But a server that stops answering mid-reply
             # (or never starts one) is noticed within unresponsive_timeout.
-            quiet = float(self.config["unresponsive_timeout"])
+            quiet = float(self.settings.unresponsive_timeout)
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=quiet, sock_read=quiet))
         if not self.managed:
@@ -265,7 +279,7 @@ class ComfyConnector:
                 f"share (ours: {default_root()}), and cannot keep our values over HTTP: "
                 f"{values.reason}. On the same machine, start this process with "
                 f"DISCOMFORT_ROOT={info.get('root')} instead")
-        self.remote = RemoteStore(self, values, float(self.config["remote_lease_s"]))
+        self.remote = RemoteStore(self, values, float(self.settings.remote_lease_s))
         near = _is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
         log.log(
             logging.WARNING if near else logging.INFO,  # on this machine: probably not meant
@@ -283,17 +297,16 @@ class ComfyConnector:
         return jobs_api_available(status, reply)
 
     def _new_server(self) -> ComfyServer:
-        c = self.config
-        args = list(c["extra_args"])
-        if c["cache_lru"] and not any(a.startswith("--cache") for a in args):
-            args += ["--cache-lru", str(int(c["cache_lru"]))]
+        c = self.settings
+        args = list(c.extra_args)
+        if c.cache_lru and not any(a.startswith("--cache") for a in args):
+            args += ["--cache-lru", str(int(c.cache_lru))]
+        low_high = (int(c.port_range[0]), int(c.port_range[1])) if c.port_range else None
         return ComfyServer(
-            c["comfyui_path"], c["python"], listen=c["listen"],
-            port_range=tuple(c["port_range"]) if c["port_range"] else None,
-            cpu=_wants_cpu() if c["cpu"] is None else bool(c["cpu"]), extra_args=args,
-            start_timeout=float(c["start_timeout"]), env=c["env"],
-            node_packages=c["custom_nodes"], model_paths=c["model_paths"],
-            output_dir=c["output_dir"])
+            c.comfyui_path, c.python, listen=c.listen, port_range=low_high,
+            cpu=_wants_cpu() if c.cpu is None else bool(c.cpu), extra_args=args,
+            start_timeout=float(c.start_timeout), env=dict(c.env),
+            node_packages=c.custom_nodes, model_paths=c.model_paths, output_dir=c.output_dir)
 
     async def _ensure_running(self) -> None:
         """The next call after the managed server died starts a fresh one."""
@@ -342,8 +355,8 @@ class ComfyConnector:
 
     def _auth_headers(self) -> dict[str, str]:
         token = self.server.token if self.server else \
-            (self.config["token"] or os.environ.get(TOKEN_ENV))
-        headers = dict(self.config["headers"])
+            (self.settings.token or os.environ.get(TOKEN_ENV))
+        headers = dict(self.settings.headers)
         if token:
             headers[TOKEN_HEADER] = token
         return headers
@@ -395,7 +408,7 @@ class ComfyConnector:
                 raise self._server_error(f"{method} {path} got no answer") from None
             raise ComfyServerUnresponsive(
                 f"{self.url} did not answer {method} {path} within "
-                f"{self.config['unresponsive_timeout']:g} s: is the server stopped or hung? "
+                f"{self.settings.unresponsive_timeout:g} s: is the server stopped or hung? "
                 "(unresponsive_timeout sets the bound)",
                 self.server.log_tail() if self.server else "") from None
         except aiohttp.ClientError as exc:
@@ -656,7 +669,7 @@ class ComfyConnector:
         if self.server is not None and not self.server.alive():
             raise ComfyServerDied("the ComfyUI server died while running a prompt", self.server.log_tail())
         loop = asyncio.get_running_loop()
-        quiet = float(self.config["unresponsive_timeout"])
+        quiet = float(self.settings.unresponsive_timeout)
         if loop.time() - self._last_heard > quiet:
             raise ComfyServerUnresponsive(
                 f"{self.url} has answered nothing for {quiet:g} s (no websocket message, no "

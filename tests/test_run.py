@@ -346,11 +346,29 @@ def test_server_settings_are_checked():
 
     with pytest.raises(ConfigError, match="allow_remote_ports"):
         load_connector_config(listen="0.0.0.0")
-    assert load_connector_config(listen="0.0.0.0", allow_remote_ports=True)["listen"] == "0.0.0.0"
+    assert load_connector_config(listen="0.0.0.0", allow_remote_ports=True).listen == "0.0.0.0"
     with pytest.raises(ConfigError, match="unknown server setting"):
         load_connector_config(cache_size=3)
     with pytest.raises(ConfigError, match="port_range"):
         load_connector_config(port_range=[1])
+
+
+def test_server_settings_are_one_typed_object_from_a_file_and_keywords(tmp_path):
+    import dataclasses
+
+    from discomfort.connector import ServerSettings, load_connector_config
+
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({"cache_lru": 4, "extra_args": ["--fast"], "listen": "127.0.0.1"}))
+    settings = load_connector_config(path, cache_lru=8, url=None)  # None: not given
+    assert isinstance(settings, ServerSettings)
+    assert (settings.cache_lru, settings.extra_args, settings.unresponsive_timeout) == (8, ["--fast"], 30.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.cache_lru = 1  # type: ignore[misc]
+    # What `serve` records and compares: plain JSON, equal for equal settings.
+    assert settings.as_json() == json.loads(json.dumps(settings.as_json()))
+    assert load_connector_config().as_json() == ServerSettings().as_json()
+    assert load_connector_config(path).as_json() != load_connector_config().as_json()
 
 
 async def test_a_failed_start_keeps_the_log_it_points_to(settings):
