@@ -20,7 +20,7 @@ from .graph.discover import check_acyclic
 from .graph.pass_by import load_rules
 from .graph.ports import Port
 from .graph.prepare import PreparedPrompt, StoreView, prepare_prompt
-from .graph.refs import ancestors
+from .graph.refs import ancestors, is_recipe
 from .graph.seeds import advance_controlled_widgets
 from .inputs import check_inputs
 from .protocol import Event
@@ -98,7 +98,8 @@ class Discomfort:
         try:
             # Large values are copied and hashed in a thread: the websocket reader keeps going.
             for key, value in values.items():
-                await asyncio.to_thread(ctx.save, key, value, use_ram=use_ram)
+                pass_by = "ref" if is_recipe(value) else "val"  # a model kept by reference
+                await asyncio.to_thread(ctx.save, key, value, use_ram=use_ram, pass_by=pass_by)
             outputs: dict[str, Port] = {}
             for iteration in range(iterations):
                 outputs = {}
@@ -185,16 +186,14 @@ class Discomfort:
             if bar:
                 bar.close()
         uids = [p.unique_id for p in out_ports]
-        stamps = await remote.stamps(uids) if remote else {uid: ctx.get_stamp(uid) for uid in uids}
+        stamps = await remote.stamps(uids) if remote else await asyncio.to_thread(_stamps, ctx, uids)
         late = [uid for uid in uids if stamps.get(uid) != stamp]
         if late:
             raise MissingOutputError(f"output port(s) {', '.join(map(repr, late))} wrote nothing in "
                                      f"prompt {prompt_id}: was something upstream muted or bypassed?")
         if remote is not None:  # what the output ports wrote there, into the user's context
             await remote.fetch_into(ctx, [uid for uid in uids if uid not in ready.recipes], stamp, use_ram)
-        sources = ready.recipe_sources()
-        for uid, recipe in ready.recipes.items():  # only now: a failed run keeps the previous one
-            ctx.save(uid, recipe, pass_by="ref", source=sources[uid])
+        await asyncio.to_thread(_save_recipes, ctx, ready)  # now: a failed run keeps the old ones
         return {p.unique_id: p for p in out_ports}
 
     def _prepare(self, prompt: dict, ctx: WorkflowContext, store: StoreView, object_info: dict,
@@ -205,6 +204,16 @@ class Discomfort:
         for key, source in ready.copies.items():
             ctx.save(key, ctx.load(source))
         return ready
+
+
+def _stamps(ctx: WorkflowContext, uids: list[str]) -> dict[str, str | None]:
+    return {uid: ctx.get_stamp(uid) for uid in uids}
+
+
+def _save_recipes(ctx: WorkflowContext, ready: PreparedPrompt) -> None:
+    sources = ready.recipe_sources()
+    for uid, recipe in ready.recipes.items():
+        ctx.save(uid, recipe, pass_by="ref", source=sources[uid])
 
 
 def _runnable(prompt: dict, object_info: dict) -> int:

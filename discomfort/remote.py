@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import ComfyServerError, RemoteStoreError, RemoteValueError, RunExpiredError
 from .store import codec
+from .store.entry import thaw
 from .store.root import open_root
 
 log = logging.getLogger("discomfort")
@@ -500,20 +501,12 @@ class RunMirror:
         value = self.context.load(unique_id)
         future = asyncio.run_coroutine_threadsafe(
             self.run.put(unique_id, value, pass_by=entry.pass_by,
-                         source=None if entry.source is None else _plain(entry.source)), self.loop)
+                         source=None if entry.source is None else thaw(entry.source)), self.loop)
         del value
         remote = future.result(self.timeout) or local  # an array: the same bytes, the same digest
         self.run._synced[unique_id] = (local, remote)
         self.uploaded[unique_id] = remote
         return remote
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 class RemoteRuns:

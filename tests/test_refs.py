@@ -48,6 +48,20 @@ async def test_a_model_loads_once_across_a_loop_of_runs(app, model_dir, tmp_path
     assert count.count == 1
 
 
+async def test_a_recipe_passed_in_inputs_goes_by_reference(app, model_dir, tmp_path):
+    model = await fresh_model(app, model_dir, tmp_path)
+    with WorkflowContext() as ctx:
+        await app.run(workflow("load_model", model), context=ctx, progress=False)
+        recipe = ctx.load("upscaler")
+    image = torch.rand(1, 6, 6, 3)
+    with WorkflowContext() as other:  # a new run, given the recipe as a plain input
+        upscaled = (await app.run(workflow("upscale"), inputs={"image": image, "upscaler": recipe},
+                                  context=other, progress=False))["upscaled"]
+        assert other.get_storage_info("upscaler")["pass_by"] == "ref"
+    whole = (await app.run(workflow("whole", model), inputs={"image": image}, progress=False))["upscaled"]
+    assert torch.equal(upscaled, whole)
+
+
 async def test_alternating_workflows_keep_the_model_loaded(app, model_dir, tmp_path):
     model = await fresh_model(app, model_dir, tmp_path)
     count = LoaderCount()

@@ -41,6 +41,7 @@ from .. import auth
 from ..errors import ContextClosedError, InvalidIdError, KeyNotFoundError, RemoteValueError
 from ..remote import ALLOWED, API, ARRAY_TYPE, JSON_TYPE, array_frame, array_parts, check_json, read_array
 from ..store import WorkflowContext
+from ..store.entry import thaw
 from ..store.ids import check_run_id, check_unique_id
 
 log = logging.getLogger("discomfort")
@@ -339,7 +340,7 @@ class ValueRoutes:
             value = await asyncio.to_thread(run.context.load, key)
             if entry.pass_by == "ref":
                 return web.json_response({"kind": "ref", "value": value,
-                                          "source": _thaw(entry.source)})
+                                          "source": thaw(entry.source)})
             if entry.shape is None:  # the server's own store unpickles its own values, as ports do
                 try:
                     plain = check_json(key, value)
@@ -425,13 +426,3 @@ def _describe(context: WorkflowContext) -> dict[str, dict]:
                      "shape": None if entry.shape is None else list(entry.shape),
                      "dtype": entry.dtype, "stamp": entry.stamp}
     return keys
-
-
-def _thaw(value: Any) -> Any:
-    from collections.abc import Mapping
-
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
