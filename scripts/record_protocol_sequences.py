@@ -21,19 +21,21 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pathlib
 import sys
 import threading
 import time
 import urllib.error
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from websockets.sync.client import connect
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "fixtures" / "protocol"
+# Where the recordings go (DISCOMFORT_RECORD_TO: elsewhere, to compare before checking in).
+OUT = pathlib.Path(os.environ.get("DISCOMFORT_RECORD_TO") or ROOT / "tests" / "fixtures" / "protocol")
 sys.path.insert(0, str(ROOT))
 from discomfort.auth import TOKEN_HEADER  # noqa: E402
 from discomfort.server import ComfyServer  # noqa: E402
@@ -64,12 +66,28 @@ CASES = {
 }
 
 
+def _socket(server: ComfyServer, client_id: str):
+    url = server.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+    return connect(url, additional_headers={TOKEN_HEADER: server.token}, max_size=None)
+
+
+def _received(ws, seconds: float = 30) -> Iterator[dict]:
+    """The server's text messages, decoded, until ``seconds`` pass or it is quiet for 2 s."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            raw = ws.recv(timeout=2)
+        except TimeoutError:
+            return
+        if isinstance(raw, str):
+            yield json.loads(raw)
+
+
 def record(server: ComfyServer, name: str, body: dict) -> dict:
     client_id = uuid.uuid4().hex
     prompt_id = str(uuid.uuid4())
     messages: list = []
-    url = server.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
-    with connect(url, additional_headers={TOKEN_HEADER: server.token}, max_size=None) as ws:
+    with _socket(server, client_id) as ws:
         messages.append(json.loads(ws.recv(timeout=10)))  # the greeting status
         try:
             reply, status = server.request("/prompt", {"prompt": body, "client_id": client_id,
@@ -79,21 +97,15 @@ def record(server: ComfyServer, name: str, body: dict) -> dict:
         if name == "interrupted":
             threading.Timer(0.8, server.request, ("/interrupt", {"prompt_id": prompt_id})).start()
         running: dict = {}
-        deadline = time.monotonic() + 30
-        while status == 200 and time.monotonic() < deadline:
-            try:
-                raw = ws.recv(timeout=2)
-            except TimeoutError:
+        for message in _received(ws) if status == 200 else ():
+            messages.append(message)
+            data = message.get("data") or {}
+            if message.get("type") == "execution_start" and not running:
+                running = {"queue_running": server.request("/queue"),
+                           "history_running": server.request(f"/history/{prompt_id}")}
+            if message.get("type") == "status" and data.get("status", {}).get(
+                    "exec_info", {}).get("queue_remaining") == 0 and len(messages) > 3:
                 break
-            if isinstance(raw, str):
-                messages.append(json.loads(raw))
-                data = messages[-1].get("data") or {}
-                if messages[-1].get("type") == "execution_start" and not running:
-                    running = {"queue_running": server.request("/queue"),
-                               "history_running": server.request(f"/history/{prompt_id}")}
-                if messages[-1].get("type") == "status" and data.get("status", {}).get(
-                        "exec_info", {}).get("queue_remaining") == 0 and len(messages) > 3:
-                    break
         time.sleep(0.2)  # the history entry is written just after execution_success
         return {"case": name, "prompt_id": prompt_id, "prompt": body,
                 "post_prompt": {"status": status, "body": reply}, "messages": messages,
@@ -109,8 +121,7 @@ def record_removed(server: ComfyServer) -> dict:
     sleeper = prompt({"class_type": "DiscomfortTestSleep",
                       "inputs": {"image": ["1", 0], "steps": 40, "step_seconds": 0.05}})
     messages: list = []
-    url = server.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
-    with connect(url, additional_headers={TOKEN_HEADER: server.token}, max_size=None) as ws:
+    with _socket(server, client_id) as ws:
         messages.append(json.loads(ws.recv(timeout=10)))
         server.request("/prompt", {"prompt": sleeper, "client_id": client_id, "prompt_id": blocker})
         reply = server.request("/prompt", {"prompt": body, "client_id": client_id,
@@ -118,16 +129,10 @@ def record_removed(server: ComfyServer) -> dict:
         pending = server.request("/queue")
         server.request("/queue", {"delete": [prompt_id]})
         queue, history = server.request("/queue"), server.request(f"/history/{prompt_id}")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                raw = ws.recv(timeout=2)
-            except TimeoutError:
+        for message in _received(ws):
+            messages.append(message)
+            if message.get("type") == "execution_success":
                 break
-            if isinstance(raw, str):
-                messages.append(json.loads(raw))
-                if messages[-1].get("type") == "execution_success":
-                    break
         return {"case": "removed", "prompt_id": prompt_id, "prompt": body,
                 "post_prompt": {"status": 200, "body": reply}, "messages": messages,
                 "queue_pending": pending, "queue": queue, "history": history,
@@ -161,7 +166,7 @@ def main() -> None:
             path = OUT / f"{name}.json"
             path.write_text(json.dumps(recorded, indent=1) + "\n")
             print(f"{name:16} {len(recorded.get('messages', [])):3} messages -> "
-                  f"{path.relative_to(ROOT)}")
+                  f"{path}")
 
 
 if __name__ == "__main__":
