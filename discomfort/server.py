@@ -94,8 +94,9 @@ class ComfyServer:
         self.node_packages = [Path(p).resolve() for p in node_packages]
         self.model_paths = {k: Path(v).resolve() for k, v in (model_paths or {}).items()}
         self.output_dir = Path(output_dir).expanduser().resolve() if output_dir else None
-        # The server is its owner's: every request must carry this (discomfort/auth.py).
-        self.token = token or new_token()
+        # The server is its owner's: every request must carry this (discomfort/auth.py);
+        # token="" starts it without one (beyond loopback its value routes are then off).
+        self.token = new_token() if token is None else token
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
         self.state_dir: Path | None = None
