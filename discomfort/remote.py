@@ -13,11 +13,21 @@ On the wire, never a pickle, in either direction:
   ``u32 little-endian header length | JSON header | raw bytes``; the header is
   ``{"kind": "torch"|"numpy", "dtype", "shape", "n"}`` (``n``: the payload's byte count),
   streamed in chunks both ways and rebuilt straight into the value's own memory;
+- a list or dict with tensors or arrays inside (a LATENT ``{"samples": tensor, ...}``, a list
+  of images): ``Content-Type: application/x-discomfort-tree``, a body of ``u32 little-endian
+  skeleton length | JSON skeleton | the arrays' raw bytes, one after the other``; the skeleton
+  is ``{"kind": "tree", "value": ..., "arrays": [header, ...]}`` where ``value`` is the value
+  as JSON with each array replaced by a placeholder ``{"$array": i}`` (each ``i`` exactly
+  once) and ``arrays[i]`` is array ``i``'s header as above. Every size is in the skeleton, so
+  a receiver checks its limits on the whole tree before any payload is read. The skeleton is
+  at most 16 MiB and names at most 4096 arrays; a dict key ``"$array"`` is reserved. Tuples
+  come back as lists;
 - plain values (str, int, float, bool, None, and lists / dicts of those):
   ``application/json``, ``{"kind": "json", "value": ...}``;
 - recipes (pass-by-reference values): ``{"kind": "ref", "value": {...}, "source": {...}}``.
 
-Any other body or type is refused, naming the key and what is allowed.
+Any other body or type is refused, naming the key, the path inside the value of what cannot
+travel (``lat["extra"][2]``) and what is allowed.
 """
 
 from __future__ import annotations
@@ -56,8 +66,16 @@ MAX_DIMS = 64
 CHUNK = 4 * 1024 * 1024       # bytes per write when streaming an array
 DEFAULT_LEASE_S = 60.0        # a run whose client does not renew it for this long is deleted
 STORE_ID_FILE = "store-id"
-ALLOWED = ("torch tensors, numpy arrays (numbers or booleans), and plain JSON: str, int, float, "
-           "bool, None, and lists / dicts (str keys) of those")
+TREE_TYPE = "application/x-discomfort-tree"
+MAX_SKELETON = 16 * 1024 * 1024  # a tree's JSON skeleton (its arrays' bytes come after it)
+MAX_ARRAYS = 4096                # arrays in one tree
+ALLOWED = ("torch tensors, numpy arrays (numbers or booleans), plain JSON (str, int, float, "
+           "bool, None), and lists / dicts (str keys) of those, tensors included (a LATENT, a "
+           "list of images)")
+PLACEHOLDER = "$array"
+TREE_FORMAT = ('a tree (a list or dict holding arrays) is sent as a u32 skeleton length, a JSON '
+               'skeleton {"kind": "tree", "value": ..., "arrays": [array headers]} where each array '
+               'is {"$array": i}, then the arrays\' raw bytes in order')
 TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "complex64", "complex128",
                           "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64",
                           "bool"})
@@ -101,28 +119,172 @@ def is_array(value: Any) -> bool:
     return type(value) is np.ndarray and not value.dtype.hasobject and value.dtype.fields is None
 
 
-def check_json(key: str, value: Any, _depth: int = 0) -> Any:
-    """``value`` as plain JSON (tuples become lists), or RemoteValueError naming ``key``."""
-    if _depth > 64:
-        raise RemoteValueError(f"{key!r}: nested deeper than 64 levels; allowed on the wire: {ALLOWED}")
+def _where(key: str, path: tuple) -> str:
+    """``key`` and a path inside its value, as Python spells it: ``lat["extra"][2]``."""
+    return key + "".join(f"[{json.dumps(p) if isinstance(p, str) else p}]" for p in path)
+
+
+def _refuse(key: str, path: tuple, why: str) -> RemoteValueError:
+    at = f" at {_where(key, path)}" if path else ""
+    return RemoteValueError(f"{key!r} holds {why}{at}, which cannot travel to a server on another "
+                            f"machine (no pickles on the wire); allowed: {ALLOWED}")
+
+
+def _walk(key: str, value: Any, path: tuple, arrays: list | None) -> Any:
+    """``value`` as JSON, each array replaced by ``{"$array": i}`` and appended to ``arrays``
+    (None: arrays are refused), or RemoteValueError naming ``key`` and the path of what
+    cannot travel."""
+    if len(path) > 64:
+        raise _refuse(key, path, "a value nested deeper than 64 levels")
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise RemoteValueError(f"{key!r} holds {value!r}, which JSON cannot carry; allowed on "
-                                   f"the wire: {ALLOWED}")
+            raise _refuse(key, path, f"{value!r} (not finite: JSON cannot carry it)")
         return value
+    if arrays is not None and is_array(value):
+        if len(arrays) >= MAX_ARRAYS:
+            raise _refuse(key, path, f"more than {MAX_ARRAYS} arrays")
+        arrays.append(value)
+        return {PLACEHOLDER: len(arrays) - 1}
     if isinstance(value, (list, tuple)):
-        return [check_json(key, v, _depth + 1) for v in value]
+        return [_walk(key, v, (*path, i), arrays) for i, v in enumerate(value)]
     if isinstance(value, dict):
         for k in value:
             if not isinstance(k, str):
-                raise RemoteValueError(f"{key!r} holds a dict with a {type(k).__name__} key; "
-                                       f"allowed on the wire: {ALLOWED}")
-        return {k: check_json(key, v, _depth + 1) for k, v in value.items()}
-    raise RemoteValueError(
-        f"{key!r} holds a {type(value).__module__}.{type(value).__name__}, which cannot travel "
-        f"to a server on another machine (no pickles on the wire); allowed: {ALLOWED}")
+                raise _refuse(key, path, f"a dict with a {type(k).__name__} key {k!r:.40}")
+            if k == PLACEHOLDER:
+                raise _refuse(key, path, f"a dict with the key {PLACEHOLDER!r} (reserved by the wire format)")
+        return {k: _walk(key, v, (*path, k), arrays) for k, v in value.items()}
+    what = "an array inside a plain JSON value" if is_array(value) else \
+        f"a {type(value).__module__}.{type(value).__name__}"
+    raise _refuse(key, path, what)
+
+
+def check_json(key: str, value: Any) -> Any:
+    """``value`` as plain JSON (tuples become lists), or RemoteValueError naming ``key`` and
+    the path inside it of what cannot travel."""
+    return _walk(key, value, (), None)
+
+
+def has_array(value: Any, _depth: int = 0) -> bool:
+    """A list or dict with a tensor or array somewhere inside: it travels as a tree."""
+    if _depth > 64:
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(is_array(v) or has_array(v, _depth + 1) for v in value)
+    if isinstance(value, dict):
+        return any(is_array(v) or has_array(v, _depth + 1) for v in value.values())
+    return False
+
+
+def tree_parts(key: str, value: Any) -> tuple[bytes, list[tuple[memoryview, Any]]]:
+    """A tree's frame (``u32 length | skeleton JSON``, the skeleton naming every array's
+    header) and its arrays' payloads in order (views, and what keeps each alive)."""
+    arrays: list = []
+    skeleton = _walk(key, value, (), arrays)
+    headers, payloads = [], []
+    for array in arrays:
+        header, payload, keep = array_parts(array)
+        headers.append(header)
+        payloads.append((payload, keep))
+    body = json.dumps({"kind": "tree", "value": skeleton, "arrays": headers},
+                      separators=(",", ":"), allow_nan=False).encode()
+    return _LEN.pack(len(body)) + body, payloads
+
+
+async def tree_chunks(frame: bytes,
+                      payloads: list[tuple[memoryview, Any]]) -> AsyncIterator[memoryview | bytes]:
+    yield frame
+    for payload, _ in payloads:
+        for start in range(0, payload.nbytes, CHUNK):
+            yield payload[start:start + CHUNK]
+
+
+def parse_tree_skeleton(key: str, raw: bytes) -> tuple[Any, list[dict]]:
+    """Check a tree's skeleton: JSON, every array header valid, every placeholder naming one
+    array and each array named exactly once. Returns (skeleton value, array headers)."""
+    def bad(why: str) -> RemoteValueError:
+        return RemoteValueError(f"{key!r}: {why}; {TREE_FORMAT}")
+
+    try:
+        skeleton = json.loads(raw)
+    except ValueError:
+        raise bad("the tree's skeleton is not JSON") from None
+    if not isinstance(skeleton, dict) or skeleton.get("kind") != "tree" or "value" not in skeleton:
+        raise bad("the skeleton is not a JSON object of kind 'tree' with a value")
+    headers = skeleton.get("arrays")
+    if not isinstance(headers, list) or len(headers) > MAX_ARRAYS:
+        raise bad(f"'arrays' is not a list of at most {MAX_ARRAYS} array headers")
+    checked = [parse_array_header(f"{key} array {i}", json.dumps(h).encode()) for i, h in enumerate(headers)]
+    seen: set[int] = set()
+
+    def visit(node: Any, depth: int) -> None:
+        if depth > 65:
+            raise bad("the skeleton is nested deeper than 64 levels")
+        if isinstance(node, list):
+            for item in node:
+                visit(item, depth + 1)
+        elif isinstance(node, dict):
+            if PLACEHOLDER in node:
+                index = node[PLACEHOLDER]
+                if (len(node) != 1 or isinstance(index, bool) or not isinstance(index, int)
+                        or not 0 <= index < len(checked) or index in seen):
+                    raise bad(f"the placeholder {node!r:.60} names no array, or one named before")
+                seen.add(index)
+            for item in node.values():
+                visit(item, depth + 1)
+
+    visit(skeleton["value"], 0)
+    if len(seen) != len(checked):
+        raise bad(f"{len(checked) - len(seen)} of its {len(checked)} arrays are named by no placeholder")
+    return skeleton["value"], checked
+
+
+def _fill(node: Any, arrays: list) -> Any:
+    if isinstance(node, list):
+        return [_fill(item, arrays) for item in node]
+    if isinstance(node, dict):
+        if PLACEHOLDER in node:
+            return arrays[node[PLACEHOLDER]]
+        return {k: _fill(v, arrays) for k, v in node.items()}
+    return node
+
+
+async def _read_payload(key: str, view: memoryview, n: int, read: Callable[[int], Any]) -> None:
+    done = 0
+    while done < n:
+        chunk = await read(min(CHUNK, n - done))
+        if not chunk:
+            raise RemoteValueError(f"{key!r}: the body ended after {done} of {n} payload bytes")
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+
+
+async def read_tree(key: str, read: Callable[[int], Any], readexactly: Callable[[int], Any],
+                    check: Callable[[dict], None] | None = None) -> Any:
+    """Rebuild a tree from a stream. ``check({"n": total})`` (the skeleton's length and every
+    array's bytes, from the headers alone) may refuse it before any payload is read."""
+    try:
+        (length,) = _LEN.unpack(await readexactly(_LEN.size))
+        if length > MAX_SKELETON:
+            raise RemoteValueError(f"{key!r}: a tree skeleton of {length} bytes (at most "
+                                   f"{MAX_SKELETON}); {TREE_FORMAT}")
+        if check is not None:
+            check({"n": _LEN.size + length})  # a skeleton alone over the limit is not read
+        skeleton, headers = parse_tree_skeleton(key, await readexactly(length))
+    except asyncio.IncompleteReadError:
+        raise RemoteValueError(f"{key!r}: the body ended inside the tree's skeleton") from None
+    if check is not None:
+        check({"n": _LEN.size + length + sum(h["n"] for h in headers)})
+    arrays = []
+    for index, header in enumerate(headers):
+        value, view = empty_array(header)
+        await _read_payload(f"{key} array {index}", view, header["n"], read)
+        arrays.append(value.requires_grad_() if header.get("grad") else value)
+    if await read(1):
+        raise RemoteValueError(f"{key!r}: the body goes on past the arrays its skeleton names")
+    return _fill(skeleton, arrays)
 
 
 def array_parts(value: Any) -> tuple[dict, memoryview, Any]:
@@ -211,13 +373,8 @@ async def read_array(key: str, read: Callable[[int], Any], readexactly: Callable
     if check is not None:
         check(header)
     value, view = empty_array(header)
-    done, n = 0, header["n"]
-    while done < n:
-        chunk = await read(min(CHUNK, n - done))
-        if not chunk:
-            raise RemoteValueError(f"{key!r}: the body ended after {done} of {n} payload bytes")
-        view[done:done + len(chunk)] = chunk
-        done += len(chunk)
+    n = header["n"]
+    await _read_payload(key, view, n, read)
     if await read(1):
         raise RemoteValueError(f"{key!r}: the body goes on past the {n} payload bytes its header names")
     return value.requires_grad_() if header.get("grad") else value
@@ -346,16 +503,13 @@ class RemoteRun:
                                              data=array_chunks(header, payload),
                                              content_type=ARRAY_TYPE)
             del keep
+        elif has_array(value):  # a LATENT, a list of images: a tree
+            frame, payloads = tree_parts(key, value)
+            reply = await self.store.request("PUT", self._path + "/value", key=key, params=params,
+                                             data=tree_chunks(frame, payloads), content_type=TREE_TYPE)
+            del payloads
         else:
-            try:
-                plain = check_json(key, value)
-            except RemoteValueError as exc:
-                if not isinstance(value, (dict, list, tuple)):
-                    raise
-                raise RemoteValueError(
-                    f"{key!r} holds a {type(value).__name__} with something inside that cannot "
-                    f"travel ({exc}); a LATENT (a dict holding a tensor) or a list of images does "
-                    "not travel yet") from None
+            plain = check_json(key, value)
             reply = await self.store.request("PUT", self._path + "/value", key=key, params=params,
                                              json_body={"kind": "json", "value": plain})
         return reply["fingerprint"]
@@ -368,9 +522,11 @@ class RemoteRun:
             async with response:
                 if response.content_type == ARRAY_TYPE:
                     return await read_array(key, response.content.read, response.content.readexactly)
+                if response.content_type == TREE_TYPE:
+                    return await read_tree(key, response.content.read, response.content.readexactly)
                 if response.content_type != JSON_TYPE:
                     raise RemoteValueError(f"{key!r}: the server sent {response.content_type!r}, "
-                                           f"neither {ARRAY_TYPE} nor {JSON_TYPE}")
+                                           f"none of {ARRAY_TYPE}, {TREE_TYPE}, {JSON_TYPE}")
                 body = json.loads(await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RemoteStoreError(f"{key!r}: reading it from {self.store.connector.url} failed: "

@@ -234,7 +234,8 @@ def test_a_pickle_posted_to_a_value_route_is_refused_without_being_unpickled(rem
     run = API_PREFIX + f"/runs/{reply['run_id']}"
     try:
         for content_type in ("application/python-pickle", "application/octet-stream", None,
-                             "application/json", "application/x-discomfort-array"):
+                             "application/json", "application/x-discomfort-array",
+                             "application/x-discomfort-tree"):
             status, reply = http(remote, "PUT", run + "/value?key=evil", payload,
                                  content_type=content_type)
             assert status in (400, 415), (content_type, status, reply)
@@ -468,6 +469,35 @@ async def test_a_server_whose_value_routes_are_off_is_refused_by_the_handshake_s
         await runner.cleanup()
 
 
+def test_a_real_comfyui_beyond_loopback_without_a_token_answers_403_and_the_client_names_the_fix(
+        model_dir, tmp_path, monkeypatch):
+    """A ComfyUI started with token="" (none) listening on 0.0.0.0: its value routes are off,
+    say why, and a client attaching to it is told what to do."""
+    monkeypatch.delenv("DISCOMFORT_TOKEN", raising=False)
+    server = RemoteComfy(tmp_path / "open-store", "", listen="0.0.0.0")
+    try:
+        status, info = http(server, "GET", "/discomfort/info", token=None)
+        assert status == 200 and info["values"]["enabled"] is False
+        assert "0.0.0.0" in info["values"]["reason"] and "DISCOMFORT_TOKEN" in info["values"]["reason"]
+        for method, path in (("POST", "/runs"), ("GET", "/runs/run-1/keys"),
+                             ("PUT", "/runs/run-1/value?key=a")):
+            status, reply = http(server, method, API_PREFIX + path, b"{}", token=None,
+                                 content_type="application/json")
+            assert status == 403, (method, path, status, reply)
+            assert "beyond loopback, without a token" in reply["error"]
+            assert "DISCOMFORT_TOKEN" in reply["error"]
+        assert not server.run_dirs()  # nothing was made
+
+        async def attach():
+            with pytest.raises(ComfyServerError, match="cannot keep our values over HTTP: this server "
+                                                       "listens on 0.0.0.0.*DISCOMFORT_TOKEN"):
+                await Discomfort.create(url=server.url)
+
+        asyncio.run(attach())
+    finally:
+        server.stop()
+
+
 # --- docs/remote.md: its client examples run against the remote server -------------------------
 
 def test_the_remote_docs_examples_run_as_written(remote, scratch, monkeypatch):
@@ -511,21 +541,160 @@ async def test_only_values_the_server_does_not_hold_are_uploaded(remote):
         await proxy.stop()
 
 
-async def test_an_output_that_cannot_travel_is_an_error_naming_its_key(client):
-    latent = api(("EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1}),
-                 ("DiscomfortOutput", {"value": ["1", 0], "unique_id": "lat"}))
-    with pytest.raises(RemoteValueError, match="'lat' holds a dict.*LATENT"):
-        await client.run([latent], progress=False)
+def latent_step(checkpoint: str, seed: int) -> dict:
+    """One txt2img-style step on a LATENT read through port "lat" and written back to it."""
+    return {
+        "1": {"class_type": "DiscomfortInput", "inputs": {"unique_id": "lat"}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text", "clip": ["4", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": 1, "cfg": 7, "sampler_name": "euler", "scheduler": "normal",
+            "denoise": 0.7, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+            "latent_image": ["1", 0]}},
+        "9": {"class_type": "DiscomfortOutput", "inputs": {"value": ["3", 0], "unique_id": "lat"}},
+    }
+
+
+EMPTY_LATENT = api(("EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1}),
+                   ("DiscomfortOutput", {"value": ["1", 0], "unique_id": "lat"}))
+
+
+async def _latent_loop(discomfort) -> dict:
+    from conftest import TINY_CHECKPOINT
+
+    with discomfort.Context() as context:
+        await discomfort.run([EMPTY_LATENT], context=context, progress=False)  # a LATENT comes back
+        start = context.load("lat")
+        assert isinstance(start, dict) and torch.equal(start["samples"], torch.zeros(1, 4, 8, 8))
+        result = await discomfort.run([latent_step(TINY_CHECKPOINT, 5)], context=context,
+                                      iterations=3, fixed_seeds=True, progress=False)
+        assert len(discomfort.last_run.prompts) == 3
+        return result["lat"]
+
+
+async def test_a_latent_carried_over_three_iterations_remotely_equals_the_same_loop_run_locally(
+        client, app):
+    remote_latent = await _latent_loop(client)   # the LATENT went up and came back 3 times
+    local_latent = await _latent_loop(app)
+    assert set(remote_latent) == set(local_latent) and "samples" in remote_latent
+    samples = remote_latent["samples"]
+    assert isinstance(samples, torch.Tensor) and samples.shape == (1, 4, 8, 8)
+    assert samples.dtype == local_latent["samples"].dtype
+    assert torch.equal(samples, local_latent["samples"])
+    assert samples.abs().sum() > 0  # sampled: not the empty latent it started from
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return (type(b) is torch.Tensor and a.dtype == b.dtype and a.shape == b.shape
+                and a.requires_grad == b.requires_grad and torch.equal(a.detach(), b.detach()))
+    if isinstance(a, np.ndarray):
+        return type(b) is np.ndarray and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return type(b) is list and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return type(b) is dict and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+async def test_a_list_of_tensors_and_a_nested_dict_round_trip_as_trees(client):
+    run = await client.Worker.remote.create_run(lease_s=30)
+    try:
+        values = {
+            "images": [torch.rand(1, 8, 8, 3), torch.rand(1, 4, 6, 3), torch.zeros(0, 2)],
+            "latent": {"samples": torch.randn(1, 4, 8, 8).to(torch.bfloat16),
+                       "noise_mask": torch.ones(1, 8, 8), "batch_index": [0],
+                       "extra": {"mask": np.arange(6, dtype=">i2").reshape(2, 3),
+                                 "grads": (torch.ones(2, requires_grad=True), None, 2.5, "x", True)}},
+        }
+        for key, value in values.items():
+            await run.put(key, value)
+        for key, value in values.items():
+            assert _same(value, await run.get(key)), key
+        listed = await run.keys()
+        assert listed["images"]["fingerprint"] and listed["latent"]["size"] > 1 * 4 * 8 * 8 * 2
+        assert not _same(values["latent"], dict(values["latent"], batch_index=[1]))  # it can fail
+    finally:
+        await run.close()
+
+
+async def test_a_leaf_that_cannot_travel_is_refused_naming_its_path_inside_the_value(client):
+    run = await client.Worker.remote.create_run(lease_s=30)
+    try:
+        with pytest.raises(RemoteValueError, match=r"'lat' holds a builtins\.set at "
+                                                   r'lat\["extra"\]\[2\].*allowed'):
+            await run.put("lat", {"samples": torch.zeros(1, 4, 8, 8), "extra": [1, 2, {3}]})
+        with pytest.raises(RemoteValueError, match=r'nan.*at lat\["images"\]\[1\]\["w"\]'):
+            await run.put("lat", {"images": [torch.zeros(1), {"w": float("nan")}]})
+        with pytest.raises(RemoteValueError, match=r"'lat'.*'\$array'.*reserved"):
+            await run.put("lat", {"x": torch.zeros(1), "y": {"$array": 0}})
+        assert "lat" not in await run.keys()
+    finally:
+        await run.close()
     upscale = api(("DiscomfortInput", {"unique_id": "lat"}),
                   ("LatentUpscaleBy", {"samples": ["1", 0], "upscale_method": "nearest-exact",
                                        "scale_by": 1.5}),
                   ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "bigger"}))
-    with pytest.raises(RemoteValueError, match="'lat' holds a dict with something inside.*LATENT"):
-        await client.run([upscale], inputs={"lat": {"samples": torch.zeros(1, 4, 8, 8)}}, progress=False)
+    with pytest.raises(RemoteValueError, match=r'lat\["extra"\]\[0\]'):
+        await client.run([upscale], inputs={"lat": {"samples": torch.zeros(1, 4, 8, 8), "extra": [b"x"]}},
+                         progress=False)
     assert client.last_run.prompts == []  # refused before anything was queued
-    result = await client.run([INVERT], inputs={"img": IMAGE}, progress=False)  # still usable
-    assert torch.allclose(result["img"], 1 - IMAGE)
+    result = await client.run([upscale], inputs={"lat": {"samples": torch.ones(1, 4, 8, 8)}},
+                              progress=False)  # the same LATENT without it travels, both ways
+    assert torch.equal(result["bigger"]["samples"], torch.ones(1, 4, 12, 12))
 
+
+def test_a_tree_over_the_size_limit_is_refused_from_its_skeleton_before_any_payload(remote):
+    from discomfort.remote import TREE_TYPE
+
+    status, reply = http(remote, "POST", API_PREFIX + "/runs", b'{"lease_s": 30}',
+                         content_type="application/json")
+    run = API_PREFIX + f"/runs/{reply['run_id']}"
+    try:
+        # Two arrays of 60 MB: each under this server's 100 MB per value, together over it.
+        # Only the skeleton is sent: had the server read on, the body would end too soon (400).
+        header = {"kind": "torch", "dtype": "float32", "shape": [15, 1024, 1024], "n": 60 * 2**20}
+        skeleton = json.dumps({"kind": "tree", "value": {"a": {"$array": 0}, "b": [{"$array": 1}]},
+                               "arrays": [header, header]}).encode()
+        frame = len(skeleton).to_bytes(4, "little") + skeleton
+        status, reply = http(remote, "PUT", run + "/value?key=big", frame, content_type=TREE_TYPE)
+        assert status == 413, reply
+        assert "'big'" in reply["error"] and "DISCOMFORT_MAX_VALUE_MB" in reply["error"]
+        # The same skeleton for one array is within the limit: then the missing payload shows.
+        one = json.dumps({"kind": "tree", "value": [{"$array": 0}], "arrays": [header]}).encode()
+        status, reply = http(remote, "PUT", run + "/value?key=one",
+                             len(one).to_bytes(4, "little") + one, content_type=TREE_TYPE)
+        assert status == 400 and "ended after 0" in reply["error"], reply
+        # A placeholder naming no array is refused too.
+        odd = json.dumps({"kind": "tree", "value": [{"$array": 3}], "arrays": []}).encode()
+        status, reply = http(remote, "PUT", run + "/value?key=odd",
+                             len(odd).to_bytes(4, "little") + odd, content_type=TREE_TYPE)
+        assert status == 400 and "placeholder" in reply["error"], reply
+        status, reply = http(remote, "GET", run + "/keys")
+        assert reply["keys"] == {}
+    finally:
+        http(remote, "DELETE", run)
+
+
+async def test_a_recipe_made_from_a_stored_tensor_replays_it_on_the_remote_server(client):
+    """A model kept by reference whose recipe reads a frozen copy of an input tensor: the
+    copy goes up with the prompt that uses the recipe, and replays the tensor of its capture."""
+    make = api(("DiscomfortInput", {"unique_id": "seed_image"}),
+               ("DiscomfortTestWrap", {"image": ["1", 0]}),
+               ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "box"}))
+    use = api(("DiscomfortInput", {"unique_id": "box"}),
+              ("DiscomfortTestUnwrap", {"box": ["1", 0]}),
+              ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "out"}))
+    with client.Context() as context:
+        first = torch.rand(1, 4, 4, 3)
+        await client.run([make], inputs={"seed_image": first}, context=context, progress=False)
+        assert context.load("box")["format"] == "discomfort-recipe/1"
+        context.save("seed_image", torch.zeros(1, 4, 4, 3))   # today's value differs...
+        out = (await client.run([use], context=context, progress=False))["out"]
+        assert torch.equal(out, first)                       # ...the recipe uses its own
+        context.delete("seed_image")                         # and needs nothing but its copy
+        assert torch.equal((await client.run([use], context=context, progress=False))["out"], first)
 
 async def test_an_https_url_works_and_its_websocket_is_wss(remote, scratch, tmp_path):
     """The docs' client example, run against https:// (a TLS proxy in front, its certificate

@@ -3,7 +3,9 @@
 A thin adapter over WorkflowContext: a client that cannot share our store creates a run here,
 puts the values a prompt reads, queues the prompt (its port nodes attach to the run as they
 always do) and gets what the output ports wrote. The wire format is ``discomfort/remote.py``'s:
-arrays as a JSON header and raw bytes, plain values and recipes as JSON, never a pickle.
+arrays as a JSON header and raw bytes, lists and dicts holding arrays (a LATENT) as a tree (a
+JSON skeleton naming every array's header, then their bytes), plain values and recipes as
+JSON, never a pickle.
 
 Routes (every one behind the token middleware when the server has a token)::
 
@@ -13,13 +15,14 @@ Routes (every one behind the token middleware when the server has a token)::
     POST   /discomfort/v1/runs/{run_id}/lease          renew: the run lives lease_s more
     GET    /discomfort/v1/runs/{run_id}/keys           {"keys": {key: {kind, size, fingerprint...}}}
     GET    /discomfort/v1/runs/{run_id}/stamps?key=... {"stamps": {key: stamp or null}}
-    PUT    /discomfort/v1/runs/{run_id}/value?key=...  an array or JSON body -> {"fingerprint", "size"}
+    PUT    /discomfort/v1/runs/{run_id}/value?key=...  an array, tree or JSON body -> {"fingerprint", "size"}
     GET    /discomfort/v1/runs/{run_id}/value?key=...
     DELETE /discomfort/v1/runs/{run_id}/value?key=...
 
 Limits: ``DISCOMFORT_MAX_VALUE_MB`` per value (default 2048), ``DISCOMFORT_RUN_BUDGET_MB``
 per run (default 8192), ``DISCOMFORT_MAX_LEASE_S`` (default 3600), at most
-``DISCOMFORT_MAX_RUNS`` runs (default 64). A run whose lease is not renewed is deleted.
+``DISCOMFORT_MAX_RUNS`` runs (default 64); a tree's limits are its whole size, checked from
+its skeleton before any payload is read. A run whose lease is not renewed is deleted.
 When the server listens beyond loopback without a token, the routes answer 403 saying why
 (and ``/discomfort/info`` says so too).
 """
@@ -39,7 +42,20 @@ from typing import Any
 
 from .. import auth
 from ..errors import ContextClosedError, InvalidIdError, KeyNotFoundError, RemoteValueError
-from ..remote import ALLOWED, API, ARRAY_TYPE, JSON_TYPE, array_frame, array_parts, check_json, read_array
+from ..remote import (
+    ALLOWED,
+    API,
+    ARRAY_TYPE,
+    JSON_TYPE,
+    TREE_TYPE,
+    array_frame,
+    array_parts,
+    check_json,
+    has_array,
+    read_array,
+    read_tree,
+    tree_parts,
+)
 from ..store import WorkflowContext
 from ..store.entry import thaw
 from ..store.ids import check_run_id, check_unique_id
@@ -274,16 +290,20 @@ class ValueRoutes:
         run.busy += 1
         try:
             async with run.lock:  # one writer at a time: the budget check holds
-                if ctype == ARRAY_TYPE:
-                    def within_limits(header: dict) -> None:  # before the payload is read
-                        if header["n"] > self.limits.max_value_bytes:
-                            raise _Refused(413, f"{key!r} is {header['n']} bytes, over this server's "
-                                                f"limit of {self.limits.max_value_bytes} bytes per "
-                                                "value (DISCOMFORT_MAX_VALUE_MB)", key)
-                        self._check_budget(run, key, header["n"])
+                def within_limits(header: dict) -> None:  # before the payload is read
+                    if header["n"] > self.limits.max_value_bytes:
+                        raise _Refused(413, f"{key!r} is {header['n']} bytes, over this server's "
+                                            f"limit of {self.limits.max_value_bytes} bytes per "
+                                            "value (DISCOMFORT_MAX_VALUE_MB)", key)
+                    self._check_budget(run, key, header["n"])
 
+                if ctype == ARRAY_TYPE:
                     value = await read_array(key, request.content.read, request.content.readexactly,
                                              check=within_limits)
+                    pass_by, source = "val", None
+                elif ctype == TREE_TYPE:  # the whole tree's size is checked from its skeleton
+                    value = await read_tree(key, request.content.read, request.content.readexactly,
+                                            check=within_limits)
                     pass_by, source = "val", None
                 elif ctype == JSON_TYPE:
                     body = await _json_body(request, self.limits.max_value_bytes, key)
@@ -297,7 +317,8 @@ class ValueRoutes:
                     self._check_budget(run, key, request.content_length or 0)
                 else:
                     raise _Refused(415, f"{key!r}: a body of type {ctype or 'none'!r} is refused (it "
-                                        f"was not read). Send {ARRAY_TYPE} (a tensor or array) or "
+                                        f"was not read). Send {ARRAY_TYPE} (a tensor or array), "
+                                        f"{TREE_TYPE} (a list or dict holding some) or "
                                         f"{JSON_TYPE}; allowed values: {ALLOWED}. Never a pickle.", key)
 
                 def save(value: Any) -> Any:
@@ -341,27 +362,15 @@ class ValueRoutes:
             if entry.pass_by == "ref":
                 return web.json_response({"kind": "ref", "value": value,
                                           "source": thaw(entry.source)})
+            if entry.shape is None and has_array(value):  # a LATENT, a list of images
+                frame, payloads = tree_parts(key, value)
+                del value
+                return await _stream(request, TREE_TYPE, frame, payloads)
             if entry.shape is None:  # the server's own store unpickles its own values, as ports do
-                try:
-                    plain = check_json(key, value)
-                except RemoteValueError:
-                    raise RemoteValueError(
-                        f"{key!r} holds a {type(value).__name__} that cannot travel: allowed are "
-                        f"{ALLOWED} (a LATENT, a dict holding a tensor, or a list of images, does "
-                        "not travel yet)") from None
-                return web.json_response({"kind": "json", "value": plain})
+                return web.json_response({"kind": "json", "value": check_json(key, value)})
             header, payload, keep = array_parts(value)
             del value
-            response = web.StreamResponse(headers={"Content-Type": ARRAY_TYPE})
-            response.content_length = len(array_frame(header)) + payload.nbytes
-            await response.prepare(request)
-            await response.write(array_frame(header))
-            step = 4 * 1024 * 1024
-            for start in range(0, payload.nbytes, step):
-                await response.write(payload[start:start + step])
-            await response.write_eof()
-            del keep
-            return response
+            return await _stream(request, ARRAY_TYPE, array_frame(header), [(payload, keep)])
         finally:
             run.busy -= 1
 
@@ -372,6 +381,22 @@ class ValueRoutes:
         key = self._key(request)
         await self._use(run, run.context.delete, key)
         return web.json_response({"deleted": key})
+
+
+async def _stream(request, content_type: str, frame: bytes, payloads: list[tuple[memoryview, Any]]):
+    """A body of ``frame`` then each payload's bytes, written in chunks from the values' memory."""
+    from aiohttp import web
+
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = len(frame) + sum(payload.nbytes for payload, _ in payloads)
+    await response.prepare(request)
+    await response.write(frame)
+    step = 4 * 1024 * 1024
+    for payload, _ in payloads:
+        for start in range(0, payload.nbytes, step):
+            await response.write(payload[start:start + step])
+    await response.write_eof()
+    return response
 
 
 class _Refused(Exception):
