@@ -570,19 +570,28 @@ async def _latent_loop(discomfort) -> dict:
         result = await discomfort.run([latent_step(TINY_CHECKPOINT, 5)], context=context,
                                       iterations=3, fixed_seeds=True, progress=False)
         assert len(discomfort.last_run.prompts) == 3
-        return result["lat"]
+        # A LATENT made here, with a noise mask (two tensors in one dict), goes up as an input.
+        masked = {"samples": result["lat"]["samples"].clone(),
+                  "noise_mask": torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)}
+        again = await discomfort.run([latent_step(TINY_CHECKPOINT, 6)], inputs={"lat": masked},
+                                     context=context, progress=False)
+        return {"loop": result["lat"], "masked": again["lat"]}
 
 
 async def test_a_latent_carried_over_three_iterations_remotely_equals_the_same_loop_run_locally(
         client, app):
-    remote_latent = await _latent_loop(client)   # the LATENT went up and came back 3 times
-    local_latent = await _latent_loop(app)
-    assert set(remote_latent) == set(local_latent) and "samples" in remote_latent
-    samples = remote_latent["samples"]
-    assert isinstance(samples, torch.Tensor) and samples.shape == (1, 4, 8, 8)
-    assert samples.dtype == local_latent["samples"].dtype
-    assert torch.equal(samples, local_latent["samples"])
-    assert samples.abs().sum() > 0  # sampled: not the empty latent it started from
+    remote = await _latent_loop(client)   # the LATENT came back, and was read there, 3 times
+    local = await _latent_loop(app)
+    for case in ("loop", "masked"):
+        remote_latent, local_latent = remote[case], local[case]
+        assert set(remote_latent) == set(local_latent) and "samples" in remote_latent, case
+        samples = remote_latent["samples"]
+        assert isinstance(samples, torch.Tensor) and samples.shape == (1, 4, 8, 8)
+        assert samples.dtype == local_latent["samples"].dtype
+        assert torch.equal(samples, local_latent["samples"]), case
+        assert samples.abs().sum() > 0  # sampled: not the empty latent it started from
+    assert torch.equal(remote["masked"]["noise_mask"], torch.linspace(0, 1, 64).reshape(1, 1, 8, 8))
+    assert not torch.equal(remote["masked"]["samples"], remote["loop"]["samples"])
 
 
 def _same(a, b) -> bool:
@@ -675,6 +684,23 @@ def test_a_tree_over_the_size_limit_is_refused_from_its_skeleton_before_any_payl
         assert reply["keys"] == {}
     finally:
         http(remote, "DELETE", run)
+
+
+async def test_a_tree_over_a_limit_put_by_the_client_is_refused_whole(client):
+    run = await client.Worker.remote.create_run(lease_s=30)
+    try:
+        half = torch.zeros(15, 1024, 1024)  # 60 MB: two of them are over 100 MB per value
+        with pytest.raises(RemoteStoreError, match="'pair'.*DISCOMFORT_MAX_VALUE_MB") as caught:
+            await run.put("pair", [half, {"again": half}])
+        assert caught.value.status == 413
+        await run.put("first", half)                  # 60 MB of the 160 MB budget
+        await run.put("one", [half])                  # 120
+        with pytest.raises(RemoteStoreError, match="'more'.*over its budget") as caught:
+            await run.put("more", {"samples": torch.zeros(12, 1024, 1024)})   # 48 MB more: over
+        assert caught.value.status == 413
+        assert sorted(await run.keys()) == ["first", "one"]
+    finally:
+        await run.close()
 
 
 async def test_a_recipe_made_from_a_stored_tensor_replays_it_on_the_remote_server(client):
