@@ -654,6 +654,57 @@ async def test_a_leaf_that_cannot_travel_is_refused_naming_its_path_inside_the_v
     assert torch.equal(result["bigger"]["samples"], torch.ones(1, 4, 12, 12))
 
 
+async def test_a_value_on_the_server_that_cannot_travel_back_is_refused_naming_its_path():
+    """The server side's own routes, in this process: a port node there wrote a value with a
+    leaf that has no wire form; fetching it is refused (415) naming where it is. What can
+    travel next to it in another key still comes back as a tree."""
+    import aiohttp
+    from aiohttp import web
+
+    from discomfort.comfy_nodes.value_routes import ValueRoutes
+    from discomfort.remote import TREE_TYPE
+
+    table = web.RouteTableDef()
+    values = ValueRoutes(None, ["127.0.0.1"])
+    values.register(table)
+    app = web.Application()
+    app.add_routes(table)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    base = f"http://{host}:{port}{API_PREFIX}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/runs", json={"lease_s": 30}) as response:
+                assert response.status == 201
+                run_id = (await response.json())["run_id"]
+            assert await asyncio.to_thread(_write_as_a_port_would, run_id)
+            async with session.get(base + f"/runs/{run_id}/value", params={"key": "lat"}) as response:
+                reply = await response.json()
+                assert response.status == 415, reply
+                assert 'at lat["extra"][1]' in reply["error"] and "builtins.bytes" in reply["error"]
+            async with session.get(base + f"/runs/{run_id}/value", params={"key": "ok"}) as response:
+                assert response.status == 200 and response.content_type == TREE_TYPE
+            async with session.delete(base + f"/runs/{run_id}") as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+
+
+def _write_as_a_port_would(run_id: str) -> bool:
+    """What a port node on the server does: attach to the run and write into it."""
+    from discomfort.store import WorkflowContext
+
+    context = WorkflowContext.open(run_id)
+    try:
+        context.save("lat", {"samples": torch.zeros(1, 4, 8, 8), "extra": [1, b"raw"]})
+        context.save("ok", {"samples": torch.zeros(1, 4, 8, 8)})
+        return sorted(context.list_keys()) == ["lat", "ok"]
+    finally:
+        context.shutdown()  # a re-attached handle's shutdown leaves the run to its owner
+
+
 def test_a_tree_over_the_size_limit_is_refused_from_its_skeleton_before_any_payload(remote):
     from discomfort.remote import TREE_TYPE
 
