@@ -773,6 +773,31 @@ async def test_a_recipe_made_from_a_stored_tensor_replays_it_on_the_remote_serve
         context.delete("seed_image")                         # and needs nothing but its copy
         assert torch.equal((await client.run([use], context=context, progress=False))["out"], first)
 
+async def test_a_latent_in_a_loop_goes_up_once_and_comes_back_each_iteration(remote):
+    """A tree is sent only when the server's run does not hold it already, as an array is."""
+    credential = "Basic " + new_token()
+    proxy = _AuthProxy(remote.url, credential)
+    url = await proxy.start()
+    same = api(("DiscomfortInput", {"unique_id": "lat"}),
+               ("LatentUpscaleBy", {"samples": ["1", 0], "upscale_method": "nearest-exact",
+                                    "scale_by": 1.0}),
+               ("DiscomfortOutput", {"value": ["2", 0], "unique_id": "lat"}))
+    latent = {"samples": torch.rand(1, 4, 8, 8), "batch_index": [0]}
+    try:
+        async with await Discomfort.create(url=url, token=remote.token,
+                                           headers={"Authorization": credential}) as behind:
+            with behind.Context() as context:
+                context.save("lat", latent)
+                start = len(proxy.requests)
+                result = await behind.run([same], context=context, iterations=3, progress=False)
+                values = [m for m, p in proxy.requests[start:] if p.endswith("/value")]
+                assert values.count("PUT") == 1 and values.count("GET") == 3, values
+                assert torch.equal(result["lat"]["samples"], latent["samples"])
+                assert result["lat"]["batch_index"] == [0]
+    finally:
+        await proxy.stop()
+
+
 async def test_an_https_url_works_and_its_websocket_is_wss(remote, scratch, tmp_path):
     """The docs' client example, run against https:// (a TLS proxy in front, its certificate
     trusted through SSL_CERT_FILE, basic auth through PROXY_AUTH)."""
