@@ -10,13 +10,14 @@ from __future__ import annotations
 __all__ = [
     "DiscomfortError", "DiscomfortWarning",
     "InvalidArgumentError", "WrongTypeError", "ImageFileError", "UsageError", "CommandError",
-    "InvalidIdError", "ConfigError",
+    "InvalidIdError", "ConfigError", "RayNotInstalledError",
     "StoreError", "UnsafeStoreError", "StoreLockTimeout", "ContextClosedError", "KeyNotFoundError",
     "StoreMemoryError", "RefExportError", "ValueChangedError",
     "BindingError", "PortError",
     "ComfyServerError", "ComfyStartError", "ComfyInstallError", "ServeStateError",
     "NoSuchFileError", "UploadExistsError",
     "TokenError", "RemoteStoreError", "RemoteValueError", "RunExpiredError",
+    "RemoteJobError",
     "WorkflowError", "UnknownNodeTypesError",
     "ComfyServerUnresponsive", "ComfyServerDied", "PromptValidationError", "ExecutionError",
     "ExecutionInterrupted", "RunTimeout", "MissingInputsError", "UnknownInputError",
@@ -66,6 +67,10 @@ class InvalidIdError(DiscomfortError, ValueError):
 
 class ConfigError(DiscomfortError, ValueError):
     """A configuration file or value that cannot be used."""
+
+
+class RayNotInstalledError(DiscomfortError, ImportError):
+    """``discomfort.ray`` was used without Ray installed (``pip install 'discomfort[ray]'``)."""
 
 
 # --- the store ----------------------------------------------------------------------------
@@ -173,6 +178,11 @@ class RemoteValueError(DiscomfortError, TypeError):
 class RunExpiredError(RemoteStoreError):
     """The server no longer has our run: its lease was not renewed in time (the client was gone
     or cut off) or the server restarted."""
+
+
+class RemoteJobError(DiscomfortError, RuntimeError):
+    """A job on a Ray actor raised an exception that is neither Discomfort's nor a builtin:
+    its type name and message, as text (exceptions never travel pickled)."""
 
 
 # --- workflows and conversion -------------------------------------------------------------
