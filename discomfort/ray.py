@@ -174,9 +174,14 @@ class NodeServer:
         self.jobs = 0
 
     async def start(self) -> dict:
+        """This node's server up: its ``info()``, or ``{"error": ...}`` (plain data, as every
+        answer of the actor is)."""
         from .orchestrator import Discomfort
 
-        self.discomfort = await Discomfort.create(**self.settings)
+        try:
+            self.discomfort = await Discomfort.create(**self.settings)
+        except Exception as exc:
+            return {"error": _error_to_plain(exc)}
         server = self.discomfort.Worker.server
         if server is not None and server.pid is not None:
             self.watchdog = subprocess.Popen(
@@ -311,11 +316,21 @@ class RayPool:
         if not handles:
             raise ComfyStartError(f"no Ray node to start a server on (per={per!r})")
         starts = [asyncio.wrap_future(h.start.remote().future()) for h in handles]
-        done = await asyncio.wait_for(asyncio.gather(*starts, return_exceptions=True),
-                                      start_timeout + 30)
-        failed = [d for d in done if isinstance(d, BaseException)]
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*starts, return_exceptions=True),
+                                          start_timeout + 30)
+        except (TimeoutError, asyncio.CancelledError):
+            for handle in handles:  # their watchdogs stop any server already up
+                ray.kill(handle)
+            raise
+        failed: list[BaseException] = []
+        for answer in done:
+            if isinstance(answer, BaseException):
+                failed.append(answer)
+            elif "error" in answer:
+                failed.append(_error_from_plain(answer["error"], "a Ray node"))
         actors = [_Actor(i, h, d, g) for i, (h, d, g) in enumerate(zip(handles, done, gpus, strict=True))
-                  if not isinstance(d, BaseException)]
+                  if isinstance(d, dict) and "error" not in d]
         if failed:
             await cls(actors, job_timeout).shutdown()
             for handle in handles:
@@ -535,7 +550,10 @@ class RayPool:
         async def restart() -> None:
             try:
                 ref = actor.handle.restart.remote()
-                actor.info = await asyncio.wait_for(asyncio.wrap_future(ref.future()), 330)
+                info = await asyncio.wait_for(asyncio.wrap_future(ref.future()), 330)
+                if "error" in info:
+                    raise _error_from_plain(info["error"], f"Ray actor {actor.index}")
+                actor.info = info
                 actor.state = "up" if not self._closed else "retired"
             except Exception as exc:
                 log.error("discomfort: Ray actor %d could not restart its server, and is "

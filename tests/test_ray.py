@@ -23,6 +23,7 @@ import torch
 from conftest import api, app_settings, ported_sleeper
 from discomfort.errors import (
     ComfyServerDied,
+    ComfyStartError,
     ExecutionError,
     RayNotInstalledError,
     RemoteValueError,
@@ -172,6 +173,13 @@ def test_the_docs_ray_example_runs_on_the_cluster(cluster, scratch):
         expected = re.search(r"^\s*print\(.*\)\s+#\s*(.+)$", line)
         if expected:
             assert expected.group(1).strip() in printed, (expected.group(1), printed)
+
+
+@pytest.mark.server
+async def test_servers_that_cannot_start_raise_comfy_start_error(pool, model_dir):
+    with pytest.raises(ComfyStartError, match="did not start"):
+        await RayPool.create(**app_settings(model_dir), extra_args=["--no-such-comfyui-flag"])
+    # (the last test checks that nothing of it is left running)
 
 
 @pytest.mark.server
