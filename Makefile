@@ -53,6 +53,9 @@ bench: setup
 	$(PY) benchmarks/run_bench.py
 	$(PY) benchmarks/ref_bench.py
 	$(PY) benchmarks/generation_bench.py
+	$(PY) benchmarks/scale_bench.py
+	$(PY) benchmarks/remote_bench.py
+	$(PY) benchmarks/ray_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
