@@ -31,9 +31,9 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import (
     ComfyServerDied,
@@ -50,6 +50,7 @@ from .orchestrator import Discomfort, Workflow
 from .report import RunReport
 from .store import WorkflowContext
 
+R = TypeVar("R", bound="JobReport")
 log = logging.getLogger("discomfort")
 
 # What a server's own failure looks like (the job did nothing wrong): rerun it elsewhere.
@@ -276,30 +277,8 @@ class DiscomfortPool:
                     "models as recipes in inputs)")
         jobs = [self._job(i, workflows, item, contexts[i] if contexts else None, run_options, False)
                 for i, item in enumerate(inputs)]
-        bar = _jobs_bar(len(jobs)) if progress else None
-        tasks = []
-        for job in jobs:
-            task = asyncio.ensure_future(self._execute(job))
-            if bar is not None:
-                task.add_done_callback(bar.done)
-            tasks.append(task)
-        try:
-            if tasks:
-                await asyncio.wait(tasks)
-        except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        reports = self.last_map = [t.result() for t in tasks]
-        if not return_exceptions:
-            for report in reports:
-                if report.error is not None:
-                    raise report.error
-        return [r.result if r.error is None else r.error for r in reports]
+        self.last_map = await run_jobs([self._execute(job) for job in jobs], progress)
+        return job_results(self.last_map, return_exceptions)
 
     def _job(self, index, workflows, inputs, context, run_options, progress) -> _Job:
         """A job, checked: errors of the call itself raise here, before anything runs."""
@@ -617,7 +596,39 @@ async def _stop_all(discomforts: list[Discomfort]) -> None:
             log.warning("discomfort: stopping a server failed: %s", result)
 
 
-class _jobs_bar:
+async def run_jobs(jobs: list[Awaitable[R]], progress: bool) -> list[R]:
+    """Run a map's jobs at once, one bar over them all; their reports in input order. Cancelled,
+    every job is cancelled and waited for, so none runs on unseen."""
+    bar = _JobsBar(len(jobs)) if progress else None
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    if bar is not None:
+        for task in tasks:
+            task.add_done_callback(bar.done)
+    try:
+        if tasks:
+            await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return [task.result() for task in tasks]
+
+
+def job_results(reports: Sequence[JobReport], return_exceptions: bool) -> list:
+    """What map() returns: each job's result, or its error in its slot (``return_exceptions``)
+    or raised, the first in input order."""
+    if not return_exceptions:
+        for report in reports:
+            if report.error is not None:
+                raise report.error
+    return [r.result if r.error is None else r.error for r in reports]
+
+
+class _JobsBar:
     """One tqdm bar over a map's jobs, counting failures as it goes."""
 
     def __init__(self, total: int):

@@ -49,7 +49,7 @@ from .errors import (
 )
 from .graph import load_workflow
 from .graph.refs import is_recipe
-from .pool import RUN_OPTIONS, SERVER_FAULTS, JobReport, _jobs_bar, recipe_digest, server_settings
+from .pool import RUN_OPTIONS, SERVER_FAULTS, JobReport, job_results, recipe_digest, run_jobs, server_settings
 
 log = logging.getLogger("discomfort")
 
@@ -397,30 +397,9 @@ class RayPool:
             raise WrongTypeError(f"inputs must be a list with one dict per job, not "
                                  f"{type(inputs).__name__}")
         jobs = [self._job(workflows, item, run_options) for item in inputs]
-        bar = _jobs_bar(len(jobs)) if progress else None
-        tasks = []
-        for index, job in enumerate(jobs):
-            task = asyncio.ensure_future(self._execute(index, job))
-            if bar is not None:
-                task.add_done_callback(bar.done)
-            tasks.append(task)
-        try:
-            if tasks:
-                await asyncio.wait(tasks)
-        except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        reports = self.last_map = [t.result() for t in tasks]
-        if not return_exceptions:
-            for report in reports:
-                if report.error is not None:
-                    raise report.error
-        return [r.result if r.error is None else r.error for r in reports]
+        self.last_map = await run_jobs([self._execute(i, job) for i, job in enumerate(jobs)],
+                                       progress)
+        return job_results(self.last_map, return_exceptions)
 
     def _job(self, workflows, inputs, run_options) -> dict:
         """A job as plain data, checked (mistakes of the call raise here)."""

@@ -7,6 +7,7 @@ printed, and the counts each benchmark checks (the loader's runs per loop) are t
 import math
 
 import pytest
+
 from bench_support import run_benchmark
 
 SERVER = pytest.mark.server

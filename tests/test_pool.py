@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_CHECKPOINT, api, app_settings, ported_sleeper
+from conftest import TINY_CHECKPOINT, app_settings, ported_sleeper
 from discomfort.errors import (
     ComfyServerDied,
     ConfigError,
@@ -26,21 +26,10 @@ from discomfort.errors import (
     WrongTypeError,
 )
 from discomfort.pool import DiscomfortPool, recipe_digest, server_settings
+from jobs_support import FAILER, LOAD, SAMPLE, picture
 from sd_support import tiny_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-LOAD = str(REPO / "workflows" / "load_checkpoint.json")
-SAMPLE = str(REPO / "workflows" / "sample.json")
 SMALL = {"steps": 1, "width": 64, "height": 64, "negative": "text, watermark"}
-FAILER = api(("DiscomfortInput", {"unique_id": "img"}),
-             ("DiscomfortInput", {"unique_id": "fail"}),
-             ("DiscomfortTestFail", {"image": ["1", 0], "fail": ["2", 0],
-                                     "message": "this job fails on purpose"}),
-             ("DiscomfortOutput", {"value": ["3", 0], "unique_id": "out"}))
-
-
-def picture(value: float) -> torch.Tensor:
-    return torch.full((1, 8, 8, 3), value)
 
 
 async def until(condition, seconds: float) -> None:

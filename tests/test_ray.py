@@ -13,14 +13,13 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 import torch
 
-from conftest import api, app_settings, ported_sleeper
+from conftest import app_settings, ported_sleeper
 from discomfort.errors import (
     ComfyServerDied,
     ComfyStartError,
@@ -29,23 +28,11 @@ from discomfort.errors import (
     RemoteValueError,
     UnknownInputError,
 )
+from jobs_support import FAILER, LOAD, REPO, SAMPLE, picture
 
 ray = pytest.importorskip("ray")
 from discomfort.ray import RayPool, from_plain, to_plain  # noqa: E402
 from ray_support import LocalCluster  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-LOAD = str(REPO / "workflows" / "load_checkpoint.json")
-SAMPLE = str(REPO / "workflows" / "sample.json")
-FAILER = api(("DiscomfortInput", {"unique_id": "img"}),
-             ("DiscomfortInput", {"unique_id": "fail"}),
-             ("DiscomfortTestFail", {"image": ["1", 0], "fail": ["2", 0],
-                                     "message": "this job fails on purpose"}),
-             ("DiscomfortOutput", {"value": ["3", 0], "unique_id": "out"}))
-
-
-def picture(value: float) -> torch.Tensor:
-    return torch.full((1, 8, 8, 3), value)
 
 
 @pytest.fixture(scope="module")

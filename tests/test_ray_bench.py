@@ -5,6 +5,7 @@ failed and no process of its cluster is left. No timing is asserted."""
 import math
 
 import pytest
+
 from bench_support import run_benchmark
 
 pytest.importorskip("ray")

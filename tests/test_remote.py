@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from remote_support import REMOTE_HOST, NetNamespace, RemoteComfy
 
 from conftest import model_paths
 from discomfort import Discomfort, WorkflowTools as Tools
 from discomfort.auth import TOKEN_HEADER, new_token
 from discomfort.errors import ComfyServerError, RemoteStoreError, RemoteValueError, TokenError
 from discomfort.store import default_root
+from remote_support import REMOTE_HOST, NetNamespace, RemoteComfy
 
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[1]

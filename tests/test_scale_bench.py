@@ -4,6 +4,7 @@ real measurement and each target is judged as printed. No timing is asserted."""
 import math
 
 import pytest
+
 from bench_support import run_benchmark
 
 
