@@ -33,7 +33,7 @@ import os
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import (
     ComfyServerDied,
@@ -434,16 +434,7 @@ class DiscomfortPool:
             waiter.future.set_result(server)
 
     def _pick(self, wants: set[str], avoid: set[int]) -> _Server | None:
-        """The free server a job prefers: most of its recipes held; then (for a job with
-        recipes) the fewest other models; then the longest idle. A server the job met a
-        fault on is avoided while another could still take the job."""
-        free = [s for s in self._servers if s.state == UP and not s.busy]
-        if any(s.state != RETIRED and s.index not in avoid for s in self._servers):
-            free = [s for s in free if s.index not in avoid]
-        if not free:
-            return None
-        return max(free, key=lambda s: (len(wants & s.recipes),
-                                        -len(s.recipes) if wants else 0, -s.last_used))
+        return pick_worker(self._servers, wants, avoid)
 
     def _release(self, server: _Server, ran: set[str]) -> None:
         server.busy = False
@@ -594,6 +585,32 @@ async def _stop_all(discomforts: list[Discomfort]) -> None:
     for result in results:
         if isinstance(result, Exception):
             log.warning("discomfort: stopping a server failed: %s", result)
+
+
+W = TypeVar("W", bound="_Worker")
+
+
+class _Worker(Protocol):
+    """What the choice of a worker reads: a pool's server, or a Ray pool's actor."""
+
+    index: int
+    state: str          # UP, RETIRED, or on its way back
+    busy: bool
+    recipes: set[str]   # digests of the recipes it has run
+    last_used: int
+
+
+def pick_worker(workers: Sequence[W], wants: set[str], avoid: set[int]) -> W | None:
+    """The free worker a job prefers: most of its recipes held; then (for a job with recipes)
+    the fewest other models; then the longest idle. A worker the job met a fault on is avoided
+    while another could still take the job."""
+    free = [w for w in workers if w.state == UP and not w.busy]
+    if any(w.state != RETIRED and w.index not in avoid for w in workers):
+        free = [w for w in free if w.index not in avoid]
+    if not free:
+        return None
+    return max(free, key=lambda w: (len(wants & w.recipes), -len(w.recipes) if wants else 0,
+                                    -w.last_used))
 
 
 async def run_jobs(jobs: list[Awaitable[R]], progress: bool) -> list[R]:

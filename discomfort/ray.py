@@ -49,7 +49,18 @@ from .errors import (
 )
 from .graph import load_workflow
 from .graph.refs import is_recipe
-from .pool import RUN_OPTIONS, SERVER_FAULTS, JobReport, job_results, recipe_digest, run_jobs, server_settings
+from .pool import (
+    RETIRED,
+    RUN_OPTIONS,
+    SERVER_FAULTS,
+    UP,
+    JobReport,
+    job_results,
+    pick_worker,
+    recipe_digest,
+    run_jobs,
+    server_settings,
+)
 
 log = logging.getLogger("discomfort")
 
@@ -255,7 +266,7 @@ class _Actor:
     handle: Any
     info: dict
     gpu: bool
-    state: str = "up"          # "up", "restarting", "retired"
+    state: str = UP            # UP, "restarting", RETIRED
     busy: bool = False
     recipes: set[str] = field(default_factory=set)
     jobs: int = 0
@@ -348,14 +359,14 @@ class RayPool:
             self._changed.notify_all()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        live = [a for a in self._actors if a.state != "retired"]
+        live = [a for a in self._actors if a.state != RETIRED]
         stops = [asyncio.wrap_future(a.handle.shutdown.remote().future()) for a in live]
         try:
             await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), 60)
         except TimeoutError:
             log.warning("discomfort: a Ray actor did not stop its server in 60 s; killing it")
         for actor in self._actors:
-            actor.state = "retired"
+            actor.state = RETIRED
             if ray.is_initialized():  # (ray.kill would start a local Ray otherwise)
                 ray.kill(actor.handle)  # its watchdog stops a server it had not stopped
 
@@ -464,13 +475,13 @@ class RayPool:
         except TimeoutError:
             fault = ComfyServerUnresponsive(f"{where} gave no answer in {deadline:.0f} s")
             ray.kill(actor.handle)
-            actor.state = "retired"
+            actor.state = RETIRED
         except ray.exceptions.RayActorError as exc:
             fault = ComfyServerDied(f"{where} died mid-job: {type(exc).__name__}")
-            actor.state = "retired"
+            actor.state = RETIRED
         except ray.exceptions.RayError as exc:  # e.g. the object was lost with its node
             fault = ComfyServerDied(f"{where} lost the job: {type(exc).__name__}: {exc}")
-            actor.state = "retired"
+            actor.state = RETIRED
         actor.jobs += 1
         if outcome is not None:
             report.executed = Counter(outcome.get("executed") or {})
@@ -495,7 +506,7 @@ class RayPool:
         """A free actor (None when none is left or the pool is shut down)."""
         async with self._changed:
             while True:
-                if self._closed or all(a.state == "retired" for a in self._actors):
+                if self._closed or all(a.state == RETIRED for a in self._actors):
                     return None
                 actor = self._pick(wants, avoid)
                 if actor is not None:
@@ -504,15 +515,7 @@ class RayPool:
                 await self._changed.wait()
 
     def _pick(self, wants: set[str], avoid: set[int]) -> _Actor | None:
-        """As DiscomfortPool's: most recipes held, then fewest others, then longest idle; an
-        actor the job met a fault on only when no other is left."""
-        free = [a for a in self._actors if a.state == "up" and not a.busy]
-        if any(a.state != "retired" and a.index not in avoid for a in self._actors):
-            free = [a for a in free if a.index not in avoid]
-        if not free:
-            return None
-        return max(free, key=lambda a: (len(wants & a.recipes),
-                                        -len(a.recipes) if wants else 0, -a.last_used))
+        return pick_worker(self._actors, wants, avoid)
 
     async def _release(self, actor: _Actor) -> None:
         async with self._changed:
@@ -533,11 +536,11 @@ class RayPool:
                 if "error" in info:
                     raise _error_from_plain(info["error"], f"Ray actor {actor.index}")
                 actor.info = info
-                actor.state = "up" if not self._closed else "retired"
+                actor.state = UP if not self._closed else RETIRED
             except Exception as exc:
                 log.error("discomfort: Ray actor %d could not restart its server, and is "
                           "retired: %s", actor.index, exc)
-                actor.state = "retired"
+                actor.state = RETIRED
             async with self._changed:
                 self._changed.notify_all()
 
