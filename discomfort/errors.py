@@ -12,7 +12,8 @@ __all__ = [
     "InvalidArgumentError", "WrongTypeError", "ImageFileError", "UsageError", "CommandError",
     "InvalidIdError", "ConfigError", "RayNotInstalledError",
     "StoreError", "UnsafeStoreError", "StoreLockTimeout", "ContextClosedError", "KeyNotFoundError",
-    "StoreMemoryError", "RefExportError", "ValueChangedError",
+    "StoreMemoryError", "RefExportError", "ValueChangedError", "UnstorableValueError",
+    "CorruptValueError", "RunNotFoundError", "AlreadyExistsError",
     "BindingError", "PortError",
     "ComfyServerError", "ComfyStartError", "ComfyInstallError", "ServeStateError",
     "NoSuchFileError", "UploadExistsError",
@@ -108,6 +109,23 @@ class RefExportError(DiscomfortError, TypeError):
 
 class ValueChangedError(DiscomfortError):
     """A port found a different value than the one its prompt was keyed on."""
+
+
+class UnstorableValueError(DiscomfortError, TypeError):
+    """A value the store will not keep as it is (a quantized or meta tensor; a ref or a source
+    that is not plain JSON): the message says what to store instead."""
+
+
+class CorruptValueError(StoreError, ValueError):
+    """Stored bytes that are not a Discomfort value (damaged, or written by something else)."""
+
+
+class RunNotFoundError(StoreError, FileNotFoundError):
+    """A run to re-attach to that does not exist (never created, shut down, or half made)."""
+
+
+class AlreadyExistsError(DiscomfortError, FileExistsError):
+    """A run id that is taken, or an export destination that exists (without overwrite)."""
 
 
 # --- ports --------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from ..errors import CorruptValueError, UnstorableValueError
+
 MAGIC = b"DSCB\x01"
 ALIGN = 64
 _LEN = struct.Struct("<I")
@@ -106,10 +108,10 @@ def _strided_copy(value):
     refused before anything is stored."""
     torch = _torch()
     if value.is_quantized:
-        raise TypeError("a quantized tensor cannot be stored as it is: save tensor.dequantize() "
+        raise UnstorableValueError("a quantized tensor cannot be stored as it is: save tensor.dequantize() "
                         "(floats), or tensor.int_repr() with its q_scale() and q_zero_point()")
     if value.is_meta:
-        raise TypeError("a tensor on the 'meta' device has no data to store")
+        raise UnstorableValueError("a tensor on the 'meta' device has no data to store")
     tensor = value.detach()
     if tensor.layout != torch.strided:  # COO, CSR, CSC, BSR...: loads back dense
         tensor = tensor.to_dense()
@@ -139,7 +141,7 @@ def is_plain_data(value: Any, _depth: int = 0) -> bool:
 def read_header(buf) -> tuple[dict, int]:
     """The header dict and the payload's offset in ``buf``."""
     if bytes(buf[:len(MAGIC)]) != MAGIC:
-        raise ValueError("not a Discomfort value (bad magic)")
+        raise CorruptValueError("not a Discomfort value (bad magic)")
     (length,) = _LEN.unpack_from(buf, len(MAGIC))
     body = bytes(buf[_PREAMBLE:_PREAMBLE + length])
     simple = _SIMPLE.fullmatch(body)  # what _simple_header writes: no json.loads on a small load
@@ -173,7 +175,7 @@ def decode(buf) -> Any:
         return json.loads(src.tobytes())
     if kind == "pickle":
         return cloudpickle.loads(src)
-    raise ValueError(f"unknown value kind {kind!r}")
+    raise CorruptValueError(f"unknown value kind {kind!r}")
 
 
 def _torch():

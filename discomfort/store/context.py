@@ -35,12 +35,16 @@ from typing import Any
 import cloudpickle
 
 from ..errors import (
+    AlreadyExistsError,
     ContextClosedError,
+    InvalidArgumentError,
     InvalidIdError,
     KeyNotFoundError,
     RefExportError,
+    RunNotFoundError,
     StoreError,
     StoreMemoryError,
+    UnstorableValueError,
 )
 from . import codec, procs, shm
 from .config import GIB, MIB, StoreSettings, load_config
@@ -138,7 +142,7 @@ class WorkflowContext:
             try:
                 os.mkdir(self._dir, 0o700)
             except FileExistsError:
-                raise FileExistsError(
+                raise AlreadyExistsError(
                     f"run {self._run_id!r} already exists; re-attach to it with "
                     f"WorkflowContext.open({self._run_id!r}) (or create=False)") from None
             pid, started = procs.me()
@@ -151,14 +155,14 @@ class WorkflowContext:
             _write_json(self._dir / META, self._meta)  # last: a run without it is unfinished
         else:
             if not self._dir.is_dir():
-                raise FileNotFoundError(
+                raise RunNotFoundError(
                     f"no run {self._run_id!r} under {contexts}: it was never created, "
                     "or its owner shut it down")
             check_private_dir(self._dir)
             try:
                 self._meta = json.loads((self._dir / META).read_text())
             except FileNotFoundError:
-                raise FileNotFoundError(
+                raise RunNotFoundError(
                     f"run {self._run_id!r} is still being created, or its creation failed") from None
             self._index = RunIndex.open(self._dir, self._meta.get("index", IN_RUN))
             if role == USER:  # keeps the run from being reaped while this handle lives
@@ -206,22 +210,22 @@ class WorkflowContext:
         """
         check_unique_id(unique_id)
         if pass_by not in PASS_BY:
-            raise ValueError(f"pass_by must be 'val' or 'ref', got {pass_by!r}")
+            raise InvalidArgumentError(f"pass_by must be 'val' or 'ref', got {pass_by!r}")
         if pass_by == "ref":
             if not isinstance(data, dict):
-                raise TypeError(
+                raise UnstorableValueError(
                     f"pass_by='ref' stores a workflow or recipe (a dict), not {type(data).__name__}")
             try:
                 encoded = codec.encode(data, as_json=True)
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"pass_by='ref' data must be plain JSON: {exc}") from None
+                raise UnstorableValueError(f"pass_by='ref' data must be plain JSON: {exc}") from None
         else:
             encoded = codec.encode(data)  # pickling errors surface here, before any change
         if source is not None:
             try:
                 source = json.loads(json.dumps(source))
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"source must be plain JSON: {exc}") from None
+                raise UnstorableValueError(f"source must be plain JSON: {exc}") from None
         with self._locked() as index:
             old = index["keys"].get(unique_id)
             version = index["seq"] + 1
@@ -334,7 +338,7 @@ class WorkflowContext:
                     f"{unique_id!r} is pass-by-reference (a recipe that rebuilds a model inside "
                     "ComfyUI), not data; export the outputs computed from it instead")
             if not overwrite and (dest.exists() or dest.is_symlink()):
-                raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+                raise AlreadyExistsError(f"{dest} exists; pass overwrite=True to replace it")
             payload = cloudpickle.dumps(self._read_value(entry))
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.tmp")
